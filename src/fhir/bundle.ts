@@ -1,0 +1,217 @@
+import { randomUUID } from 'node:crypto';
+import type { Bundle, BundleEntry, BundleEntryResponse, Resource } from '@medplum/fhirtypes';
+import type { Tx } from '../db/database.js';
+import { badRequest, FhirError, outcome, preconditionFailed } from './outcome.js';
+import { parseQuery } from './repository.js';
+import type { FhirRequest, FhirResponse, FhirRouter, HttpMethod, RouterContext } from './router.js';
+import { searchIds } from './search/index.js';
+
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']);
+/** Transaction processing order (FHIR R4 3.1.0.11.2): DELETE, POST, PUT/PATCH, then GET/HEAD. */
+const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
+const REASONS: Record<number, string> = { 200: 'OK', 201: 'Created', 204: 'No Content', 304: 'Not Modified' };
+
+interface PlannedEntry {
+  index: number;
+  method: HttpMethod;
+  /** Path below the base and query, after conditional PUTs were turned into PUT Type/id. */
+  path: string;
+  query: Array<[string, string]>;
+  headers: Record<string, string | undefined>;
+  body?: unknown;
+  assignedId?: string;
+}
+
+/** Wires batch/transaction processing into the router, dispatching every entry back through `router.handle`. */
+export function installBundleProcessor(router: FhirRouter): void {
+  router.setBundleProcessor((req, ctx) => processBundle(router, req, ctx));
+}
+
+async function processBundle(router: FhirRouter, req: FhirRequest, ctx: RouterContext): Promise<FhirResponse> {
+  const bundle = req.body as Bundle | undefined;
+  if (!bundle || bundle.resourceType !== 'Bundle') throw badRequest('POST to the FHIR base needs a Bundle', 'Bundle');
+  if (bundle.type !== 'transaction' && bundle.type !== 'batch') {
+    throw badRequest(`Bundle.type must be "transaction" or "batch", not "${bundle.type}"`, 'Bundle.type');
+  }
+  const entries = bundle.entry ?? [];
+  entries.forEach((e, i) => checkEntry(e, i));
+  const minimal = /return=minimal/.test(req.headers.prefer ?? '');
+  if (bundle.type === 'batch') {
+    const responses: BundleEntry[] = [];
+    for (let i = 0; i < entries.length; i++) {
+      try {
+        const res = await router.handle(toRequest(planEntry(entries[i], i, ctx.baseUrl), req));
+        responses.push(toEntry(res, minimal));
+      } catch (err) {
+        responses.push(errorEntry(err, i));
+      }
+    }
+    return { status: 200, resource: { resourceType: 'Bundle', type: 'batch-response', entry: responses } };
+  }
+  const run = async (tx: Tx): Promise<FhirResponse> => {
+    const planned = entries.map((e, i) => planEntry(e, i, ctx.baseUrl));
+    const ids = await resolveIdentities(tx, entries, planned, ctx);
+    for (const p of planned) {
+      if (p.body) p.body = await rewriteReferences(tx, p.body, ids, p.index);
+    }
+    const results: BundleEntry[] = new Array(entries.length);
+    const order = [...planned].sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
+    for (const p of order) {
+      try {
+        results[p.index] = toEntry(await router.handle(toRequest(p, req, tx)), minimal);
+      } catch (err) {
+        throw atEntry(err, p.index);
+      }
+    }
+    return { status: 200, resource: { resourceType: 'Bundle', type: 'transaction-response', entry: results } };
+  };
+  return req.tx ? run(req.tx) : ctx.repo.db.transaction(run);
+}
+
+function checkEntry(e: BundleEntry, i: number): void {
+  const method = e.request?.method;
+  if (!method || !METHODS.has(method)) throw badRequest(`Bundle.entry[${i}].request.method is missing or invalid`, `Bundle.entry[${i}].request.method`);
+  if (!e.request?.url) throw badRequest(`Bundle.entry[${i}].request.url is missing`, `Bundle.entry[${i}].request.url`);
+  if ((method === 'POST' || method === 'PUT') && !e.resource) {
+    throw badRequest(`Bundle.entry[${i}] (${method}) has no resource`, `Bundle.entry[${i}].resource`);
+  }
+}
+
+function planEntry(e: BundleEntry, index: number, baseUrl: string): PlannedEntry {
+  const request = e.request as NonNullable<BundleEntry['request']>;
+  let url = request.url;
+  if (url.startsWith(baseUrl)) url = url.slice(baseUrl.length);
+  url = url.replace(/^\/+/, '');
+  const q = url.indexOf('?');
+  const method = (request.method === 'HEAD' ? 'GET' : request.method) as HttpMethod;
+  return {
+    index,
+    method,
+    path: q < 0 ? url : url.slice(0, q),
+    query: q < 0 ? [] : parseQuery(url.slice(q + 1)),
+    headers: {
+      'if-none-exist': request.ifNoneExist,
+      'if-match': request.ifMatch,
+      'if-none-match': request.ifNoneMatch,
+      'if-modified-since': request.ifModifiedSince,
+    },
+    body: e.resource,
+  };
+}
+
+/**
+ * Decides, before anything is written, which id every POST and conditional PUT will have, so that
+ * `urn:uuid:` fullUrls can be rewritten in every entry (including entries processed earlier).
+ */
+async function resolveIdentities(
+  tx: Tx,
+  entries: BundleEntry[],
+  planned: PlannedEntry[],
+  ctx: RouterContext,
+): Promise<Map<string, string>> {
+  const ids = new Map<string, string>();
+  for (const p of planned) {
+    const fullUrl = entries[p.index].fullUrl;
+    const type = p.path.split('/')[0];
+    let target: string | undefined;
+    if (p.method === 'POST' && !p.path.includes('/')) {
+      const ifNoneExist = p.headers['if-none-exist'];
+      const existing = ifNoneExist ? await ctx.repo.findConditional(tx, type, ifNoneExist, 'If-None-Exist') : undefined;
+      p.assignedId = existing ?? randomUUID();
+      target = `${type}/${p.assignedId}`;
+    } else if (p.method === 'PUT' && !p.path.includes('/') && p.query.length > 0) {
+      const query = new URLSearchParams(p.query).toString();
+      const existing = await ctx.repo.findConditional(tx, type, query, 'conditional update');
+      const bodyId = (p.body as Resource).id;
+      const id = existing ?? (bodyId && !bodyId.startsWith('urn:') ? bodyId : randomUUID());
+      p.path = `${type}/${id}`;
+      p.query = [];
+      p.body = { ...(p.body as Resource), id };
+      target = p.path;
+    } else if (p.method === 'PUT') {
+      target = p.path;
+    }
+    if (target && fullUrl) {
+      if (ids.has(fullUrl)) throw badRequest(`Bundle.entry[${p.index}].fullUrl "${fullUrl}" appears twice`, `Bundle.entry[${p.index}].fullUrl`);
+      ids.set(fullUrl, target);
+      // Absolute fullUrls (http://other/fhir/Patient/1) are also matched by their relative tail.
+      const m = /([A-Za-z]+\/[A-Za-z0-9\-.]{1,64})$/.exec(fullUrl);
+      if (m && !fullUrl.startsWith('urn:') && m[1] !== target) ids.set(m[1], target);
+    }
+  }
+  return ids;
+}
+
+/** Rewrites urn:uuid: and conditional (`Patient?identifier=a|b`) references anywhere in `value`. */
+async function rewriteReferences(tx: Tx, value: unknown, ids: Map<string, string>, index: number): Promise<unknown> {
+  if (Array.isArray(value)) {
+    const out = [];
+    for (const v of value) out.push(await rewriteReferences(tx, v, ids, index));
+    return out;
+  }
+  if (!value || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (k === 'reference' && typeof v === 'string') out[k] = await resolveReference(tx, v, ids, index);
+    else out[k] = await rewriteReferences(tx, v, ids, index);
+  }
+  return out;
+}
+
+async function resolveReference(tx: Tx, ref: string, ids: Map<string, string>, index: number): Promise<string> {
+  const mapped = ids.get(ref);
+  if (mapped) return mapped;
+  if (ref.startsWith('urn:uuid:') || ref.startsWith('urn:oid:')) {
+    throw badRequest(`Bundle.entry[${index}] references ${ref}, which no entry's fullUrl declares`, `Bundle.entry[${index}].resource`);
+  }
+  const m = /^([A-Z][A-Za-z]+)\?(.+)$/.exec(ref);
+  if (!m) return ref;
+  const found = await searchIds(tx, m[1], parseQuery(m[2]), 2);
+  if (found.length !== 1) {
+    throw preconditionFailed(`Bundle.entry[${index}]: conditional reference ${ref} matched ${found.length} resources; it must match exactly one`);
+  }
+  return `${m[1]}/${found[0]}`;
+}
+
+function toRequest(p: PlannedEntry, outer: FhirRequest, tx?: Tx): FhirRequest {
+  return {
+    method: p.method,
+    path: p.path,
+    query: p.query,
+    headers: { ...p.headers, prefer: outer.headers.prefer },
+    body: p.body,
+    access: outer.access,
+    tx,
+    assignedId: p.assignedId,
+  };
+}
+
+function toEntry(res: FhirResponse, minimal: boolean): BundleEntry {
+  const h = res.headers ?? {};
+  const response: BundleEntryResponse = {
+    status: `${res.status} ${REASONS[res.status] ?? ''}`.trim(),
+    ...(h.Location || h['Content-Location'] ? { location: h.Location ?? h['Content-Location'] } : {}),
+    ...(h.ETag ? { etag: h.ETag } : {}),
+    ...(h['Last-Modified'] ? { lastModified: new Date(h['Last-Modified']).toISOString() } : {}),
+  };
+  const resource = res.resource ?? (res.json ? (JSON.parse(res.json) as Resource) : undefined);
+  return { ...(resource && !minimal ? { resource } : {}), response };
+}
+
+function errorEntry(err: unknown, index: number): BundleEntry {
+  const e = atEntry(err, index);
+  return { response: { status: String(e.status), outcome: e.outcome } };
+}
+
+/** Prefixes the failure with the entry it came from, so the client can find it in a 500-entry Bundle. */
+function atEntry(err: unknown, index: number): FhirError {
+  if (!(err instanceof FhirError)) {
+    return new FhirError(500, outcome('error', 'exception', `Bundle.entry[${index}]: ${(err as Error).message}`));
+  }
+  const issues = (err.outcome.issue ?? []).map((issue) => ({
+    ...issue,
+    diagnostics: `Bundle.entry[${index}]: ${issue.diagnostics ?? issue.details?.text ?? ''}`,
+    ...(issue.expression ? { expression: issue.expression.map((x) => `Bundle.entry[${index}].resource.${x.replace(/^[A-Z][A-Za-z]+\./, '')}`) } : {}),
+  }));
+  return new FhirError(err.status, { ...err.outcome, issue: issues }, err.headers);
+}

@@ -1,0 +1,299 @@
+import type { Bundle, OperationOutcome, Resource } from '@medplum/fhirtypes';
+import type { Tx } from '../db/database.js';
+import type { AccessPolicy, Interaction } from './access.js';
+import { readHistory } from './history.js';
+import { allOk, badRequest, FhirError, notFound } from './outcome.js';
+import { type Repository, type SearchParams, type StoredVersion, versionHeaders } from './repository.js';
+import { searchResources } from './search/index.js';
+import { assertResourceType } from './validation.js';
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** A FHIR interaction, independent of HTTP: Express, batch/transaction entries and facades all build one. */
+export interface FhirRequest {
+  method: HttpMethod;
+  /** Path below the FHIR base without leading slash: "", "Patient", "Patient/1/_history/2", "$export". */
+  path: string;
+  query: SearchParams;
+  /** Lower-case header names. */
+  headers: Record<string, string | undefined>;
+  /** Parsed JSON body, if any. */
+  body?: unknown;
+  access: AccessPolicy;
+  /** Set inside a transaction Bundle: every entry shares it. */
+  tx?: Tx;
+  /** Set by a transaction for POST entries whose urn:uuid was resolved to an id up front. */
+  assignedId?: string;
+}
+
+export interface FhirResponse {
+  status: number;
+  headers?: Record<string, string>;
+  /** The body as an object, or `json` when it is already serialised (reads stream stored JSON as is). */
+  resource?: Resource;
+  json?: string;
+  /** For writes: the OperationOutcome returned under `Prefer: return=OperationOutcome`. */
+  outcome?: OperationOutcome;
+}
+
+export interface RouterContext {
+  repo: Repository;
+  baseUrl: string;
+  defaultPageSize: number;
+  maxPageSize: number;
+}
+
+type Handler = (req: FhirRequest, params: Record<string, string>, ctx: RouterContext) => Promise<FhirResponse>;
+
+interface Route {
+  method: HttpMethod;
+  /** Path segments; ':name' captures, '$op' literal operations. */
+  segments: string[];
+  handler: Handler;
+}
+
+/**
+ * One table of every FHIR interaction (after Medplum's fhir-router). Operations such as $export are
+ * added by their modules with `addRoute`; the CapabilityStatement reads the same table.
+ */
+export class FhirRouter {
+  private readonly routes: Route[] = [];
+  readonly operations: Array<{ name: string; definition: string; level: 'system' | 'type' | 'instance'; types?: string[] }> = [];
+
+  constructor(readonly ctx: RouterContext) {
+    this.add('GET', '', searchSystem);
+    this.add('POST', '', (req, _p, ctx) => this.processBundle(req, ctx));
+    this.add('GET', '_history', historyHandler);
+    this.add('GET', ':type', searchType);
+    this.add('POST', ':type/_search', searchType);
+    this.add('POST', ':type', create);
+    this.add('PUT', ':type', conditionalUpdate);
+    this.add('DELETE', ':type', conditionalDelete);
+    this.add('PATCH', ':type', conditionalPatch);
+    this.add('GET', ':type/_history', historyHandler);
+    this.add('GET', ':type/:id', read);
+    this.add('PUT', ':type/:id', update);
+    this.add('PATCH', ':type/:id', patch);
+    this.add('DELETE', ':type/:id', deleteHandler);
+    this.add('GET', ':type/:id/_history', historyHandler);
+    this.add('GET', ':type/:id/_history/:vid', vread);
+  }
+
+  /** Routes added later take precedence, so `$export` wins over `:type`. */
+  add(method: HttpMethod, pattern: string, handler: Handler): void {
+    this.routes.unshift({ method, segments: pattern === '' ? [] : pattern.split('/'), handler });
+  }
+
+  private processBundleImpl?: (req: FhirRequest, ctx: RouterContext) => Promise<FhirResponse>;
+  /** Batch/transaction processing lives in bundle.ts; it dispatches entries back through `handle`. */
+  setBundleProcessor(fn: (req: FhirRequest, ctx: RouterContext) => Promise<FhirResponse>): void {
+    this.processBundleImpl = fn;
+  }
+  private processBundle(req: FhirRequest, ctx: RouterContext): Promise<FhirResponse> {
+    if (!this.processBundleImpl) throw badRequest('Bundle processing is not available');
+    return this.processBundleImpl(req, ctx);
+  }
+
+  async handle(req: FhirRequest): Promise<FhirResponse> {
+    const parts = req.path.split('/').filter((p) => p !== '');
+    let methodMismatch = false;
+    for (const route of this.routes) {
+      const params = match(route.segments, parts);
+      if (!params) continue;
+      if (route.method !== req.method) {
+        methodMismatch = true;
+        continue;
+      }
+      return route.handler(req, params, this.ctx);
+    }
+    if (methodMismatch) throw FhirError.of(405, 'not-supported', `${req.method} is not supported on /${req.path}`);
+    throw notFound(`No FHIR interaction matches ${req.method} /${req.path}`);
+  }
+}
+
+function match(segments: string[], parts: string[]): Record<string, string> | undefined {
+  if (segments.length !== parts.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < segments.length; i++) {
+    const s = segments[i];
+    if (s.startsWith(':')) {
+      // `_history`, `_search` and `$op` are keywords, never a type or an id.
+      if (parts[i].startsWith('_') || parts[i].startsWith('$')) return undefined;
+      params[s.slice(1)] = decodeURIComponent(parts[i]);
+    } else if (s !== parts[i]) return undefined;
+  }
+  return params;
+}
+
+function check(req: FhirRequest, type: string, interaction: Interaction): void {
+  assertResourceType(type);
+  req.access.assertType(type, interaction);
+}
+
+function bodyResource(req: FhirRequest, type: string, id?: string): Resource {
+  const body = req.body as Resource | undefined;
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw badRequest('Request body must be a FHIR resource (JSON object)');
+  if (body.resourceType !== type) {
+    throw badRequest(`resourceType "${String(body.resourceType)}" in the body does not match "${type}" in the URL`, 'resourceType');
+  }
+  if (id !== undefined && body.id !== undefined && body.id !== id) {
+    throw badRequest(`id "${body.id}" in the body does not match "${id}" in the URL`, `${type}.id`);
+  }
+  return body;
+}
+
+function readResponse(v: StoredVersion, status = 200): FhirResponse {
+  return { status, headers: versionHeaders(v), json: v.content as string };
+}
+
+function writeResponse(
+  ctx: RouterContext,
+  r: { resource: Resource; created: boolean; json: string },
+  message: string,
+): FhirResponse {
+  const { resourceType, id, meta } = r.resource;
+  const location = `${ctx.baseUrl}/${resourceType}/${id}/_history/${meta?.versionId}`;
+  return {
+    status: r.created ? 201 : 200,
+    headers: {
+      ETag: `W/"${meta?.versionId}"`,
+      'Last-Modified': new Date(meta?.lastUpdated as string).toUTCString(),
+      ...(r.created ? { Location: location } : { 'Content-Location': location }),
+    },
+    json: r.json,
+    outcome: allOk(message),
+  };
+}
+
+const read: Handler = async (req, { type, id }, ctx) => {
+  check(req, type, 'read');
+  const v = await ctx.repo.read(type, id, req.tx);
+  req.access.assertResource(JSON.parse(v.content as string) as Resource, 'read');
+  return readResponse(v);
+};
+
+const vread: Handler = async (req, { type, id, vid }, ctx) => {
+  check(req, type, 'vread');
+  const v = await ctx.repo.vread(type, id, vid, req.tx);
+  req.access.assertResource(JSON.parse(v.content as string) as Resource, 'vread');
+  return readResponse(v);
+};
+
+const create: Handler = async (req, { type }, ctx) => {
+  check(req, type, 'create');
+  const resource = bodyResource(req, type);
+  req.access.assertResource(resource, 'create');
+  const ifNoneExist = req.headers['if-none-exist'];
+  const r = await ctx.repo.create(resource, { ifNoneExist, tx: req.tx, assignedId: req.assignedId });
+  return writeResponse(ctx, r, r.created ? `Created ${type}/${r.resource.id}` : `Matched existing ${type}/${r.resource.id}; nothing created`);
+};
+
+const update: Handler = async (req, { type, id }, ctx) => {
+  check(req, type, 'update');
+  const resource = { ...bodyResource(req, type, id), id };
+  req.access.assertResource(resource, 'update');
+  await assertCurrentVisible(req, ctx, type, id);
+  const r = await ctx.repo.update(resource, { ifMatch: req.headers['if-match'], tx: req.tx });
+  return writeResponse(ctx, r, r.created ? `Created ${type}/${id}` : `Updated ${type}/${id}`);
+};
+
+const conditionalUpdate: Handler = async (req, { type }, ctx) => {
+  check(req, type, 'update');
+  const query = new URLSearchParams(req.query).toString();
+  if (!query) throw FhirError.of(405, 'not-supported', `PUT /${type} needs an id in the URL or search criteria`);
+  const resource = bodyResource(req, type);
+  req.access.assertResource(resource, 'update');
+  const r = await ctx.repo.conditionalUpdate(resource, query, { tx: req.tx });
+  return writeResponse(ctx, r, r.created ? `Created ${type}/${r.resource.id}` : `Updated ${type}/${r.resource.id}`);
+};
+
+const patch: Handler = async (req, { type, id }, ctx) => {
+  check(req, type, 'patch');
+  await assertCurrentVisible(req, ctx, type, id);
+  const r = await ctx.repo.patch(type, id, req.body, { ifMatch: req.headers['if-match'], tx: req.tx });
+  req.access.assertResource(r.resource, 'patch');
+  return writeResponse(ctx, r, `Patched ${type}/${id}`);
+};
+
+const conditionalPatch: Handler = async (req, { type }, ctx) => {
+  check(req, type, 'patch');
+  const query = new URLSearchParams(req.query).toString();
+  if (!query) throw FhirError.of(405, 'not-supported', `PATCH /${type} needs an id in the URL or search criteria`);
+  const run = async (tx: Tx) => {
+    const id = await ctx.repo.findConditional(tx, type, query, 'conditional patch');
+    if (!id) throw notFound(`No ${type} matches ${query}`);
+    return patch({ ...req, tx }, { type, id }, ctx);
+  };
+  return req.tx ? run(req.tx) : ctx.repo.db.transaction(run);
+};
+
+const deleteHandler: Handler = async (req, { type, id }, ctx) => {
+  check(req, type, 'delete');
+  await assertCurrentVisible(req, ctx, type, id);
+  const r = await ctx.repo.delete(type, id, { ifMatch: req.headers['if-match'], tx: req.tx });
+  return {
+    status: 200,
+    headers: r.versionId ? { ETag: `W/"${r.versionId}"` } : undefined,
+    resource: allOk(r.deleted ? `Deleted ${type}/${id}` : `${type}/${id} did not exist or was already deleted`),
+  };
+};
+
+const conditionalDelete: Handler = async (req, { type }, ctx) => {
+  check(req, type, 'delete');
+  const query = new URLSearchParams(req.query.filter(([k]) => k !== '_multiple')).toString();
+  if (!query) throw FhirError.of(405, 'not-supported', `DELETE /${type} needs an id in the URL or search criteria`);
+  const multiple = req.query.some(([k, v]) => k === '_multiple' && v === 'true') || req.headers['x-conditional-delete'] === 'multiple';
+  const n = await ctx.repo.conditionalDelete(type, query, { multiple, tx: req.tx });
+  return { status: 200, resource: allOk(`Deleted ${n} ${type} resource(s)`) };
+};
+
+/** Writes to an existing resource need it to be visible to the caller (no writes across compartments). */
+async function assertCurrentVisible(req: FhirRequest, ctx: RouterContext, type: string, id: string): Promise<void> {
+  if (req.access.searchAccess() === undefined) return;
+  try {
+    const current = await ctx.repo.readResource(type, id, req.tx);
+    req.access.assertResource(current, 'update');
+  } catch (err) {
+    if (err instanceof FhirError && (err.status === 404 || err.status === 410)) return;
+    throw err;
+  }
+}
+
+const historyHandler: Handler = async (req, { type, id }, ctx) => {
+  if (type) check(req, type, 'history');
+  const access = req.access.searchAccess();
+  const allowed = access?.allowedTypes;
+  const bundle = await readHistory(req.tx ?? ctx.repo.db, {
+    resourceType: type,
+    id,
+    params: req.query,
+    baseUrl: ctx.baseUrl,
+    path: req.path,
+    defaultCount: ctx.defaultPageSize,
+    maxCount: ctx.maxPageSize,
+    patientCompartments: access?.patientCompartments,
+    allowedTypes: allowed && allowed !== '*' ? allowed : undefined,
+  });
+  return { status: 200, resource: bundle };
+};
+
+const searchType: Handler = async (req, { type }, ctx) => {
+  check(req, type, 'search');
+  return { status: 200, resource: await runSearch(req, ctx, type) };
+};
+
+const searchSystem: Handler = async (req, _p, ctx) => {
+  return { status: 200, resource: await runSearch(req, ctx, undefined) };
+};
+
+async function runSearch(req: FhirRequest, ctx: RouterContext, type: string | undefined): Promise<Bundle> {
+  const handling = /handling=strict/.test(req.headers.prefer ?? '') ? 'strict' : 'lenient';
+  // POST _search carries its parameters form-encoded in the body; the HTTP adapter merged them into query.
+  return searchResources(req.tx ?? ctx.repo.db, {
+    resourceType: type,
+    params: req.query,
+    baseUrl: ctx.baseUrl,
+    handling,
+    access: req.access.searchAccess(),
+  });
+}

@@ -1,0 +1,142 @@
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { AccessPolicy } from '../fhir/access.js';
+import { FhirError, outcome } from '../fhir/outcome.js';
+import type { FhirRequest, FhirResponse, FhirRouter, HttpMethod } from '../fhir/router.js';
+
+export const FHIR_JSON = 'application/fhir+json; charset=utf-8';
+const JSON_TYPES = ['application/fhir+json', 'application/json', 'application/json-patch+json'];
+const XML_FORMATS = /xml/i;
+
+export type Authenticate = (req: Request) => Promise<AccessPolicy>;
+
+/** Express is only an adapter: it turns HTTP into a FhirRequest, and a FhirResponse back into HTTP. */
+export function fhirExpressRouter(router: FhirRouter, authenticate: Authenticate, maxBodyBytes: number): express.Router {
+  const r = express.Router();
+  r.use(negotiateFormat);
+  r.use(
+    express.raw({
+      type: (req) => req.headers['content-length'] !== '0' && req.method !== 'GET',
+      limit: maxBodyBytes,
+    }),
+  );
+  r.use(async (req: Request, res: Response, next: NextFunction) => {
+    try {
+      const access = await authenticate(req);
+      const fhirReq = toFhirRequest(req, access);
+      const fhirRes = await router.handle(fhirReq);
+      send(req, res, fhirReq, fhirRes);
+    } catch (err) {
+      next(err);
+    }
+  });
+  r.use(fhirErrorHandler);
+  return r;
+}
+
+/** JSON only: `_format` or an Accept asking for XML alone gets a 406 that says so. */
+function negotiateFormat(req: Request, _res: Response, next: NextFunction): void {
+  const format = typeof req.query._format === 'string' ? req.query._format : undefined;
+  const accept = req.headers.accept ?? '';
+  const wantsXmlOnly = (format && XML_FORMATS.test(format)) || (XML_FORMATS.test(accept) && !/json|\*\/\*/.test(accept));
+  if (wantsXmlOnly) {
+    next(FhirError.of(406, 'not-supported', 'This server speaks FHIR JSON only (application/fhir+json); XML is not supported'));
+    return;
+  }
+  next();
+}
+
+function parseBody(req: Request): unknown {
+  const raw = req.body;
+  if (!Buffer.isBuffer(raw) || raw.length === 0) return undefined;
+  const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  if (type === 'application/x-www-form-urlencoded') return new URLSearchParams(raw.toString('utf8'));
+  if (type && !JSON_TYPES.includes(type)) {
+    throw FhirError.of(415, 'not-supported', `Content-Type "${type}" is not supported; send application/fhir+json`);
+  }
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (err) {
+    throw FhirError.of(400, 'structure', `Request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function toFhirRequest(req: Request, access: AccessPolicy): FhirRequest {
+  const url = req.originalUrl;
+  const q = url.indexOf('?');
+  let query: Array<[string, string]> = q < 0 ? [] : [...new URLSearchParams(url.slice(q + 1))];
+  let body = parseBody(req);
+  if (body instanceof URLSearchParams) {
+    // POST [type]/_search: form parameters join the URL's.
+    query = [...query, ...body];
+    body = undefined;
+  }
+  const headers: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+  return {
+    method: req.method as HttpMethod,
+    path: req.path.replace(/^\/+/, '').replace(/\/+$/, ''),
+    query: query.filter(([k]) => k !== '_format' && k !== '_pretty'),
+    headers,
+    body,
+    access,
+  };
+}
+
+function send(req: Request, res: Response, fhirReq: FhirRequest, fhirRes: FhirResponse): void {
+  for (const [k, v] of Object.entries(fhirRes.headers ?? {})) res.setHeader(k, v);
+  if (fhirReq.method === 'GET' && fhirRes.status === 200 && notModified(req, fhirRes.headers ?? {})) {
+    res.status(304).end();
+    return;
+  }
+  const isWrite = fhirReq.method !== 'GET' && fhirRes.outcome !== undefined;
+  const prefer = req.get('prefer') ?? '';
+  res.status(fhirRes.status).type(FHIR_JSON);
+  if (isWrite && /return=minimal/.test(prefer)) {
+    res.end();
+  } else if (isWrite && /return=OperationOutcome/i.test(prefer)) {
+    res.send(JSON.stringify(fhirRes.outcome));
+  } else if (fhirRes.json !== undefined) {
+    res.send(fhirRes.json);
+  } else {
+    res.send(JSON.stringify(fhirRes.resource ?? ''));
+  }
+}
+
+/** If-None-Match on the ETag, or If-Modified-Since against Last-Modified (second precision, as HTTP dates are). */
+function notModified(req: Request, headers: Record<string, string>): boolean {
+  const inm = req.get('if-none-match');
+  if (inm && headers.ETag) {
+    const norm = (s: string) => s.trim().replace(/^W\//, '');
+    return inm.split(',').some((t) => t.trim() === '*' || norm(t) === norm(headers.ETag));
+  }
+  const ims = req.get('if-modified-since');
+  if (ims && headers['Last-Modified']) {
+    const since = Date.parse(ims);
+    return !Number.isNaN(since) && Date.parse(headers['Last-Modified']) <= since;
+  }
+  return false;
+}
+
+/** Every failure leaves as an OperationOutcome: no HTML error pages, no stack traces. */
+export function fhirErrorHandler(err: unknown, _req: Request, res: Response, _next: NextFunction): void {
+  let status = 500;
+  let body = outcome('error', 'exception', 'Internal server error; the details are in the server log');
+  let headers: Record<string, string> = {};
+  const e = err as { status?: number; type?: string; message?: string; limit?: number };
+  if (err instanceof FhirError) {
+    status = err.status;
+    body = err.outcome;
+    headers = err.headers;
+  } else if (e?.type === 'entity.too.large') {
+    status = 413;
+    body = outcome('error', 'too-costly', `Request body is larger than the limit of ${e.limit} bytes (MAX_BODY_BYTES)`);
+  } else if (e?.type === 'entity.parse.failed' || e?.type === 'encoding.unsupported') {
+    status = 400;
+    body = outcome('error', 'structure', `Request body could not be read: ${e.message}`);
+  } else {
+    console.error('[fhir] unhandled error:', err);
+  }
+  if (res.headersSent) return;
+  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+  res.status(status).type(FHIR_JSON).send(JSON.stringify(body));
+}

@@ -1,0 +1,153 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { CapabilityStatementRestSecurity } from '@medplum/fhirtypes';
+import type { Config } from './config.js';
+import type { Database } from './db/database.js';
+import { migrate } from './db/migrate.js';
+import { openDatabase } from './db/open.js';
+import { type AccessPolicy, systemAccess } from './fhir/access.js';
+import { installBundleProcessor } from './fhir/bundle.js';
+import { buildCapabilityStatement } from './fhir/capability.js';
+import { FhirError } from './fhir/outcome.js';
+import { Repository } from './fhir/repository.js';
+import { FhirRouter } from './fhir/router.js';
+import { loadFhirDefinitions } from './fhir/definitions.js';
+import { fhirErrorHandler, fhirExpressRouter } from './http/fhir-express.js';
+import { buildOpenApi, docsPage } from './http/openapi.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+export const VERSION = pkg.version;
+
+/**
+ * Everything a running Conflux holds, and the hooks plug-ins (smart/, facades/) use to join in.
+ * Built by `createRuntime`; the CLI's `serve` adds listeners, other CLI commands use it in-process.
+ */
+export interface Runtime {
+  config: Config;
+  db: Database;
+  repo: Repository;
+  router: FhirRouter;
+  app: express.Express;
+  /** Mounted at /admin, behind the admin guard. Facades add their operator routes here. */
+  admin: express.Router;
+  /** Mounted at the root before /fhir: smart/ adds /auth/*, discovery and friends here. */
+  publicRoutes: express.Router;
+  /** Loopback admin token (CLI → running server); also accepted by `adminGuard`. */
+  adminToken: string;
+  /** Turns an HTTP request into an access policy. smart/ replaces it; the default refuses when auth is on. */
+  authenticate: (req: Request) => Promise<AccessPolicy>;
+  /** May the caller use the admin API? smart/ may widen it (e.g. admin-scoped tokens). */
+  authorizeAdmin: (req: Request) => Promise<boolean>;
+  /** CapabilityStatement.rest.security, set by smart/. */
+  capabilitySecurity?: CapabilityStatementRestSecurity;
+  /** Run at shutdown, in reverse order of registration. */
+  onClose: Array<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+export interface RuntimeOptions {
+  /** Use this database instead of opening one from config (tests). */
+  db?: Database;
+}
+
+export async function createRuntime(config: Config, opts: RuntimeOptions = {}): Promise<Runtime> {
+  loadFhirDefinitions();
+  const db = opts.db ?? (await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir }));
+  await migrate(db);
+  const repo = new Repository(db);
+  const router = new FhirRouter({
+    repo,
+    baseUrl: config.fhirBaseUrl,
+    defaultPageSize: config.defaultPageSize,
+    maxPageSize: config.maxPageSize,
+  });
+  installBundleProcessor(router);
+
+  const app = express();
+  app.disable('x-powered-by');
+  // ETags are FHIR versions (W/"3"), set by the FHIR layer; Express's body hashes would contradict them.
+  app.set('etag', false);
+  app.set('trust proxy', 'loopback');
+  const admin = express.Router();
+  const publicRoutes = express.Router();
+
+  const rt: Runtime = {
+    config,
+    db,
+    repo,
+    router,
+    app,
+    admin,
+    publicRoutes,
+    adminToken: randomBytes(32).toString('base64url'),
+    authenticate: async () => {
+      if (!config.authEnabled) return systemAccess('anonymous (AUTH=off)');
+      throw new FhirError(
+        401,
+        {
+          resourceType: 'OperationOutcome',
+          issue: [{ severity: 'error', code: 'login', diagnostics: 'A SMART access token is required (Authorization: Bearer ...)' }],
+        },
+        { 'WWW-Authenticate': 'Bearer realm="conflux"' },
+      );
+    },
+    authorizeAdmin: async () => false,
+    onClose: [],
+    async close() {
+      for (const fn of [...rt.onClose].reverse()) await fn().catch((err) => console.error(`[close] ${(err as Error).message}`));
+      if (!opts.db) await db.close();
+    },
+  };
+
+  router.add('GET', 'metadata', async () => ({
+    status: 200,
+    resource: buildCapabilityStatement(router, { baseUrl: config.fhirBaseUrl, version: VERSION, security: rt.capabilitySecurity }),
+  }));
+
+  app.get('/healthz', async (_req, res) => {
+    try {
+      await db.query('SELECT 1');
+      res.json({ status: 'ok', database: db.kind, version: VERSION });
+    } catch (err) {
+      res.status(503).json({ status: 'unavailable', database: db.kind, error: (err as Error).message });
+    }
+  });
+  app.get('/openapi.json', (_req, res) => {
+    res.json(buildOpenApi(VERSION, config.baseUrl));
+  });
+  app.get('/docs', (_req, res) => {
+    res.type('html').send(docsPage(VERSION, config.baseUrl));
+  });
+  app.use((req, res, next) => publicRoutes(req, res, next));
+  app.use('/fhir', fhirExpressRouter(router, (req) => rt.authenticate(req), config.maxBodyBytes));
+  app.use('/admin', express.json({ limit: config.maxBodyBytes }), adminGuard(rt), admin);
+  app.use(fhirErrorHandler);
+  return rt;
+}
+
+/** The admin API needs the loopback admin token (written into DATA_DIR at start), or what smart/ accepts. */
+function adminGuard(rt: Runtime) {
+  const expected = () => Buffer.from(rt.adminToken);
+  return async (req: Request, _res: Response, next: NextFunction) => {
+    try {
+      if (!rt.config.authEnabled) return next();
+      const header = req.headers.authorization ?? '';
+      const token = Buffer.from(header.replace(/^Bearer\s+/i, ''));
+      if (token.length === expected().length && timingSafeEqual(token, expected())) return next();
+      if (await rt.authorizeAdmin(req)) return next();
+      next(
+        new FhirError(
+          401,
+          {
+            resourceType: 'OperationOutcome',
+            issue: [{ severity: 'error', code: 'login', diagnostics: 'The admin API needs the local admin token or an admin SMART token' }],
+          },
+          { 'WWW-Authenticate': 'Bearer realm="conflux-admin"' },
+        ),
+      );
+    } catch (err) {
+      next(err);
+    }
+  };
+}

@@ -1,0 +1,69 @@
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import type { Config } from './config.js';
+import { makeLogger } from './facade.js';
+import { startPlugins } from './plugins.js';
+import { createRuntime, type Runtime } from './runtime.js';
+
+const log = makeLogger('server');
+
+export interface RunningServer {
+  runtime: Runtime;
+  http: http.Server;
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Where a running server tells local CLI invocations how to reach its admin API. */
+export function serverInfoPath(config: Config): string {
+  return path.join(config.dataDir, 'server.json');
+}
+
+/** Starts HTTP and every plug-in's listeners; `stop` drains in-flight requests, then closes everything. */
+export async function startServer(config: Config, opts: { db?: Runtime['db'] } = {}): Promise<RunningServer> {
+  const runtime = await createRuntime(config, { db: opts.db });
+  const facades = await startPlugins(runtime, true);
+  if (!config.authEnabled) {
+    const bar = '!'.repeat(78);
+    log.warn(`\n${bar}\n!! AUTH=off: every FHIR, DICOMweb and admin request is served WITHOUT authorization.\n!! For local exploration only. Never expose this server to a network or real patient data.\n${bar}`);
+  }
+  const server = http.createServer(runtime.app);
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://127.0.0.1:${port}`;
+  if (!config.env.BASE_URL && config.port === 0) {
+    // An ephemeral port (tests) is only known now: links and Location headers must carry it.
+    config.baseUrl = `http://localhost:${port}`;
+    config.fhirBaseUrl = `${config.baseUrl}/fhir`;
+    runtime.router.ctx.baseUrl = config.fhirBaseUrl;
+  }
+  const infoFile = serverInfoPath(config);
+  if (!opts.db) {
+    await mkdir(config.dataDir, { recursive: true });
+    // Readable only by this user: the token grants the whole admin API.
+    await writeFile(infoFile, JSON.stringify({ url, pid: process.pid, adminToken: runtime.adminToken }), { mode: 0o600 });
+  }
+  log.info(`FHIR R4 at ${config.fhirBaseUrl} (listening on :${port}), database ${runtime.db.kind}`);
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      log.info('stopping: no new connections, draining in-flight requests');
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const force = setTimeout(() => server.closeAllConnections(), 10_000);
+      await closed;
+      clearTimeout(force);
+      for (const f of facades.reverse()) await f.stop().catch((err) => log.error(`facade stop: ${(err as Error).message}`));
+      await runtime.close();
+      if (!opts.db) await rm(infoFile, { force: true });
+      log.info('stopped');
+    })());
+  return { runtime, http: server, url, stop };
+}
