@@ -30,6 +30,24 @@ export interface DeleteResult {
   versionId?: number;
 }
 
+/** A committed-with-the-write change, seen by hooks inside the writer's transaction (outbox, audit). */
+export interface ChangeEvent {
+  method: 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  resourceType: string;
+  id: string;
+  versionId: number;
+  /** The new version; undefined for a deletion. */
+  resource?: Resource;
+  /** The version it replaced, if any. */
+  previous?: Resource;
+}
+
+/**
+ * Runs in the same transaction as the write: whatever it inserts (an outbox row, an audit row) commits or
+ * rolls back together with the resource (DESIGN.md principle 3).
+ */
+export type ChangeHook = (tx: Tx, change: ChangeEvent) => Promise<void>;
+
 /** Conditional queries arrive as the raw query string (`identifier=a|b&active=true`). */
 export type SearchParams = Array<[string, string]>;
 
@@ -50,7 +68,18 @@ interface ResourceRow {
  * Every method takes an optional `tx`: inside a FHIR transaction the whole Bundle shares one.
  */
 export class Repository {
+  private readonly hooks: ChangeHook[] = [];
+
   constructor(readonly db: Database) {}
+
+  /** Registers a hook run inside every write's transaction (e.g. the HL7 v2 outbound outbox). */
+  onChange(hook: ChangeHook): void {
+    this.hooks.push(hook);
+  }
+
+  private async emit(tx: Tx, change: ChangeEvent): Promise<void> {
+    for (const hook of this.hooks) await hook(tx, change);
+  }
 
   /** Runs `fn` in `tx` when given, otherwise in a new transaction. */
   private inTx<T>(tx: Tx | undefined, fn: (tx: Tx) => Promise<T>): Promise<T> {
@@ -120,7 +149,7 @@ export class Repository {
       const current = await this.lockCurrent(tx, resource.resourceType, resource.id as string);
       checkIfMatch(opts.ifMatch, current, `${resource.resourceType}/${resource.id}`);
       const next = current ? current.version_id + 1 : 1;
-      const result = await this.write(tx, resource, next, 'PUT');
+      const result = await this.write(tx, resource, next, 'PUT', current);
       return { ...result, created: !current || current.deleted };
     });
   }
@@ -153,7 +182,7 @@ export class Repository {
       if (patched.resourceType !== resourceType || patched.id !== id) {
         throw badRequest('A patch may not change resourceType or id');
       }
-      return this.write(tx, patched, current.version_id + 1, 'PATCH');
+      return this.write(tx, patched, current.version_id + 1, 'PATCH', current);
     });
   }
 
@@ -175,6 +204,7 @@ export class Repository {
         [resourceType, id, versionId, now],
       );
       await removeResourceIndex(tx, resourceType, id);
+      if (this.hooks.length) await this.emit(tx, { method: 'DELETE', resourceType, id, versionId, previous: JSON.parse(current.content as string) as Resource });
       return { deleted: true, versionId };
     });
   }
@@ -219,7 +249,13 @@ export class Repository {
   }
 
   /** Validates, stamps meta, writes history + current row + search index in `tx`. */
-  private async write<T extends Resource>(tx: Tx, input: T, versionId: number, method: string): Promise<WriteResult<T>> {
+  private async write<T extends Resource>(
+    tx: Tx,
+    input: T,
+    versionId: number,
+    method: ChangeEvent['method'],
+    previous?: ResourceRow,
+  ): Promise<WriteResult<T>> {
     const now = new Date();
     const resource = {
       ...input,
@@ -243,6 +279,14 @@ export class Repository {
       throw err;
     });
     await indexResource(tx, resource);
+    if (this.hooks.length) await this.emit(tx, {
+      method,
+      resourceType: resource.resourceType,
+      id: resource.id as string,
+      versionId,
+      resource,
+      previous: previous?.content ? (JSON.parse(previous.content) as Resource) : undefined,
+    });
     return { resource, created: versionId === 1, json };
   }
 }
