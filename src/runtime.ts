@@ -105,6 +105,10 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     resource: buildCapabilityStatement(router, { baseUrl: config.fhirBaseUrl, version: VERSION, security: rt.capabilitySecurity }),
   }));
 
+  const startedAt = new Date();
+  admin.get('/status', (_req, res) => {
+    res.json({ version: VERSION, database: db.kind, startedAt: startedAt.toISOString(), pid: process.pid, auth: config.authEnabled ? 'smart' : 'off' });
+  });
   app.get('/healthz', async (_req, res) => {
     try {
       await db.query('SELECT 1');

@@ -1,0 +1,113 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+/** Latency percentiles (ms) of a list of samples. */
+export function percentiles(samples: number[], ps = [50, 95, 99]): Record<string, number> {
+  const s = [...samples].sort((a, b) => a - b);
+  const out: Record<string, number> = {};
+  for (const p of ps) out[`p${p}`] = Number((s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN).toFixed(2));
+  return out;
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+/** A small keep-alive HTTP client: fetch's per-request overhead would dominate loopback figures. */
+export function request(
+  method: string,
+  url: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    const req = http.request(
+      url,
+      {
+        method,
+        agent,
+        headers: { ...(data ? { 'content-type': 'application/fhir+json', 'content-length': Buffer.byteLength(data) } : {}), ...headers },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), headers: res.headers }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+/** Runs `total` jobs with `concurrency` workers; returns wall time (ms) and each job's latency (ms). */
+export async function runConcurrent(total: number, concurrency: number, job: (i: number) => Promise<void>): Promise<{ ms: number; latencies: number[] }> {
+  let next = 0;
+  const latencies: number[] = [];
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= total) return;
+        const t = performance.now();
+        await job(i);
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  return { ms: performance.now() - start, latencies };
+}
+
+export interface BenchServer {
+  url: string;
+  child: ChildProcess;
+  /** Peak resident set size (MB) of the server process, sampled every 100 ms. */
+  peakRssMb(): number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `npm start`'s server as a separate process (so client and server do not share an event loop),
+ * on DATABASE_URL when set, otherwise PGlite in a fresh temporary DATA_DIR.
+ */
+export async function startBenchServer(env: Record<string, string> = {}): Promise<BenchServer> {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conflux-bench-'));
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], {
+    env: { ...process.env, AUTH: 'off', PORT: String(port), MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: dataDir, ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 300; i++) {
+    try {
+      if ((await request('GET', `${url}/healthz`)).status === 200) break;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  let peak = 0;
+  const timer = setInterval(() => {
+    try {
+      const statm = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+      const kb = Number(/VmRSS:\s+(\d+)/.exec(statm)?.[1] ?? 0);
+      peak = Math.max(peak, kb / 1024);
+    } catch {
+      /* process gone */
+    }
+  }, 100);
+  return {
+    url,
+    child,
+    peakRssMb: () => Math.round(peak),
+    async stop() {
+      clearInterval(timer);
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}

@@ -1,0 +1,92 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const root = path.resolve(import.meta.dirname, '../..');
+
+function conflux(args: string[], env: Record<string, string>) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+async function waitFor(url: string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      /* not yet */
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} never came up`);
+}
+
+describe('conflux CLI', () => {
+  it('migrate applies every migration once and prints one JSON document with --json', () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conflux-cli-'));
+    const first = conflux(['migrate', '--json'], { DATA_DIR: dataDir });
+    expect(first.code, first.stderr).toBe(0);
+    const out = JSON.parse(first.stdout) as { applied: string[]; database: string };
+    expect(out.database).toBe('pglite');
+    expect(out.applied).toContain('001_resources.sql');
+    const again = JSON.parse(conflux(['migrate', '--json'], { DATA_DIR: dataDir }).stdout) as { applied: string[] };
+    expect(again.applied).toEqual([]);
+  });
+
+  it('serve runs on PGlite in DATA_DIR, the CLI reaches it over loopback with the admin token, SIGTERM stops it cleanly', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conflux-serve-'));
+    const port = 30000 + Math.floor(Math.random() * 20000);
+    const env = { DATA_DIR: dataDir, PORT: String(port), MLLP_PORT: '0', DICOM_PORT: '0', AUTH: 'on' };
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], { cwd: root, env: { ...process.env, ...env }, stdio: 'pipe' });
+    let log = '';
+    child.stdout.on('data', (d: Buffer) => (log += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (log += d.toString()));
+    try {
+      await waitFor(`http://127.0.0.1:${port}/healthz`);
+      const info = path.join(dataDir, 'server.json');
+      expect(existsSync(info)).toBe(true);
+      // The admin token grants the admin API: only the server's user may read it.
+      expect(statSync(info).mode & 0o077).toBe(0);
+      const token = (JSON.parse(readFileSync(info, 'utf8')) as { adminToken: string }).adminToken;
+      expect(log).not.toContain(token);
+
+      // With auth on, the FHIR API and the admin API refuse anonymous callers.
+      expect((await fetch(`http://127.0.0.1:${port}/fhir/Patient/x`)).status).toBe(401);
+      expect((await fetch(`http://127.0.0.1:${port}/admin/status`)).status).toBe(401);
+
+      const status = conflux(['status', '--json'], env);
+      expect(status.code, status.stderr).toBe(0);
+      const s = JSON.parse(status.stdout) as { pid: number; database: string };
+      expect(s.pid).toBe(child.pid);
+      expect(s.database).toBe('pglite');
+
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      expect(existsSync(info)).toBe(false);
+      expect(log).toContain('stopped');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  it('runs admin commands in-process when no server is up', () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conflux-offline-'));
+    const r = conflux(['status', '--json'], { DATA_DIR: dataDir, MLLP_PORT: '0', DICOM_PORT: '0' });
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { pid: number }).pid).not.toBe(process.pid);
+  });
+
+  it('rejects an unknown command with usage and exit code 2', () => {
+    const r = conflux(['frobnicate'], {});
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('unknown command');
+  });
+});
