@@ -8,6 +8,7 @@ import { migrate } from './db/migrate.js';
 import { openDatabase } from './db/open.js';
 import { type AccessPolicy, systemAccess } from './fhir/access.js';
 import { installBundleProcessor } from './fhir/bundle.js';
+import { installBulkExport } from './export/index.js';
 import { buildCapabilityStatement } from './fhir/capability.js';
 import { FhirError } from './fhir/outcome.js';
 import { Repository } from './fhir/repository.js';
@@ -99,6 +100,8 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
       if (!opts.db) await db.close();
     },
   };
+  // Bulk $export needs the runtime (authenticate, publicRoutes, onClose), so it joins once rt exists.
+  installBulkExport(rt);
 
   router.add('GET', 'metadata', async () => ({
     status: 200,

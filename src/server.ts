@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import { makeLogger } from './facade.js';
 import { startPlugins } from './plugins.js';
 import { createRuntime, type Runtime } from './runtime.js';
+import { startExportWorker } from './export/index.js';
 
 const log = makeLogger('server');
 
@@ -25,6 +26,7 @@ export function serverInfoPath(config: Config): string {
 export async function startServer(config: Config, opts: { db?: Runtime['db'] } = {}): Promise<RunningServer> {
   const runtime = await createRuntime(config, { db: opts.db });
   const facades = await startPlugins(runtime, true);
+  startExportWorker(runtime);
   if (!config.authEnabled) {
     const bar = '!'.repeat(78);
     log.warn(`\n${bar}\n!! AUTH=off: every FHIR, DICOMweb and admin request is served WITHOUT authorization.\n!! For local exploration only. Never expose this server to a network or real patient data.\n${bar}`);

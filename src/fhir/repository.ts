@@ -148,6 +148,10 @@ export class Repository {
     return this.inTx(opts.tx, async (tx) => {
       const current = await this.lockCurrent(tx, resource.resourceType, resource.id as string);
       checkIfMatch(opts.ifMatch, current, `${resource.resourceType}/${resource.id}`);
+      if (current?.content && sameContent(JSON.parse(current.content) as Resource, resource)) {
+        // A resend (an HL7 message replayed, a sync run twice) must not mint a new version per run.
+        return { resource: JSON.parse(current.content) as T, created: false, json: current.content };
+      }
       const next = current ? current.version_id + 1 : 1;
       const result = await this.write(tx, resource, next, 'PUT', current);
       return { ...result, created: !current || current.deleted };
@@ -289,6 +293,27 @@ export class Repository {
     });
     return { resource, created: versionId === 1, json };
   }
+}
+
+/** Equal apart from the server-maintained meta.versionId / meta.lastUpdated, whatever the key order. */
+function sameContent(a: Resource, b: Resource): boolean {
+  return canonical(withoutVersionMeta(a)) === canonical(withoutVersionMeta(b));
+}
+
+function withoutVersionMeta(r: Resource): object {
+  const { meta, ...rest } = r;
+  const { versionId: _v, lastUpdated: _l, ...kept } = meta ?? {};
+  return Object.keys(kept).length ? { ...rest, meta: kept } : rest;
+}
+
+function canonical(value: unknown): string {
+  const sort = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(sort)
+      : v && typeof v === 'object'
+        ? Object.fromEntries(Object.entries(v).sort(([x], [y]) => (x < y ? -1 : 1)).map(([k, x]) => [k, sort(x)]))
+        : v;
+  return JSON.stringify(sort(value));
 }
 
 function toVersion(resourceType: string, id: string, row: ResourceRow): StoredVersion {

@@ -78,6 +78,17 @@ describe.each(testDatabases())('FHIR REST on $name', (backend) => {
     expect(ok.headers.get('etag')).toBe('W/"2"');
   });
 
+  it('does not mint a new version when an update changes nothing (resends stay idempotent)', async () => {
+    const id = `same-${Date.now()}`;
+    await put(`Patient/${id}`, { resourceType: 'Patient', id, name: [{ family: 'Same', given: ['A'] }], active: true });
+    // Same content, other key order, and a stale meta the client echoed back: still the same resource.
+    const again = await put(`Patient/${id}`, { active: true, resourceType: 'Patient', id, name: [{ given: ['A'], family: 'Same' }], meta: { versionId: '1' } });
+    expect(again.status).toBe(200);
+    expect(again.headers.get('etag')).toBe('W/"1"');
+    const changed = await put(`Patient/${id}`, { resourceType: 'Patient', id, name: [{ family: 'Same', given: ['A'] }], active: false });
+    expect(changed.headers.get('etag')).toBe('W/"2"');
+  });
+
   it('answers 304 to If-None-Match and If-Modified-Since', async () => {
     const p = (await (await post('Patient', { resourceType: 'Patient' })).json()) as Patient;
     const same = await fetch(`${base}/Patient/${p.id}`, { headers: { 'if-none-match': 'W/"1"' } });
