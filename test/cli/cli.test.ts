@@ -84,6 +84,39 @@ describe('conflux CLI', () => {
     expect((JSON.parse(r.stdout) as { pid: number }).pid).not.toBe(process.pid);
   });
 
+  it('manages devices and associations through the running server (device add / associate / list / release)', async () => {
+    const port = 30000 + Math.floor(Math.random() * 20000);
+    const env = { DATA_DIR: mkdtempSync(path.join(os.tmpdir(), 'conflux-dev-')), PORT: String(port), MLLP_PORT: '0', DICOM_PORT: '0', AUTH: 'off' };
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], { cwd: root, env: { ...process.env, ...env }, stdio: 'ignore' });
+    try {
+      await waitFor(`http://127.0.0.1:${port}/healthz`);
+      const put = await fetch(`http://127.0.0.1:${port}/fhir/Patient/p-cli-1`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/fhir+json' },
+        body: JSON.stringify({ resourceType: 'Patient', id: 'p-cli-1' }),
+      });
+      expect(put.status).toBe(201);
+      deviceCommands(env);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+  });
+
+  function deviceCommands(env: Record<string, string>): void {
+    const added = conflux(['device', 'add', '--name', 'Bed 4 monitor', '--serial-number', 'SN-123', '--json'], env);
+    expect(added.code, added.stderr + added.stdout).toBe(0);
+    const device = JSON.parse(added.stdout) as { id: string };
+    expect(device.id).toBeTruthy();
+    const assoc = conflux(['device', 'associate', '--device', device.id, '--patient', 'p-cli-1', '--start', '2026-01-01T00:00:00Z', '--json'], env);
+    expect(assoc.code, assoc.stdout).toBe(0);
+    const list = conflux(['device', 'list', '--json'], env);
+    expect(list.stdout).toContain('SN-123');
+    expect(list.stdout).toContain('p-cli-1');
+    const released = conflux(['device', 'release', '--device', device.id, '--json'], env);
+    expect(released.code, released.stdout).toBe(0);
+  }
+
   it('rejects an unknown command with usage and exit code 2', () => {
     const r = conflux(['frobnicate'], {});
     expect(r.code).toBe(2);

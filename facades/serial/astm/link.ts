@@ -1,0 +1,228 @@
+/**
+ * ASTM E1381 / CLSI LIS1-A low-level protocol, receiver side (the host). The instrument establishes a
+ * session with ENQ, sends frames, and ends with EOT; the host answers ACK or NAK.
+ *
+ * - A frame with a bad checksum, a bad frame number or a broken layout is NAKed; the sender retransmits
+ *   (up to 6 times, then gives up with EOT — its side of the contract).
+ * - A frame whose number is the previous one again is a retransmission after a lost ACK: ACKed, dropped.
+ * - Commit, then acknowledge: the frame that completes a message (ends the L record) is ACKed only
+ *   after `onMessage` resolved (message logged, results filed or held); if that fails it is NAKed so the
+ *   instrument retransmits it and the message is processed again (filing is idempotent).
+ * - Receiver timeout (30 s without a frame or EOT): the incomplete message is handed to `onIncomplete`
+ *   (kept in the message log as an error, never filed) and the link returns to neutral.
+ * - Contention: the host here never bids for the line, so an instrument ENQ always wins, as LIS1-A wants.
+ */
+import { ACK, CR, ENQ, EOT, ETB, ETX, LF, NAK, STX, checksum } from './frame.js';
+
+export interface ReceivedMessage {
+  /** Text of the records (frame texts joined). */
+  text: string;
+  /** The frames as received, STX … CR LF, retransmissions excluded. */
+  raw: Buffer;
+}
+
+export interface AstmReceiverOptions {
+  write(bytes: Buffer): void;
+  onMessage(m: ReceivedMessage): Promise<void>;
+  /** A session that ended (EOT, timeout) with records after the last complete message. */
+  onIncomplete(m: ReceivedMessage, reason: string): Promise<void> | void;
+  /** Bytes outside a session that are not ENQ (a device speaking another protocol). */
+  onNoise?(bytes: Buffer): void;
+  /** LIS1-A receiver timeout: 30 s. */
+  receiveTimeoutMs?: number;
+  /** Largest frame accepted (some analyzers exceed the 247-byte limit, e.g. histograms). */
+  maxFrameBytes?: number;
+  /** Refuse sessions (NAK the ENQ) while true, e.g. when the database is down. */
+  busy?: () => boolean;
+}
+
+type State = 'idle' | 'session';
+
+export class AstmReceiver {
+  private state: State = 'idle';
+  private frame: number[] | null = null;
+  private expectedFn = 1;
+  private lastFn = -1;
+  private text = '';
+  private raw: Buffer[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private noise: number[] = [];
+  private chain: Promise<void> = Promise.resolve();
+  readonly stats = { sessions: 0, frames: 0, naks: 0, retransmissions: 0, messages: 0, incomplete: 0 };
+
+  constructor(private readonly opts: AstmReceiverOptions) {}
+
+  /** Feeds bytes from the line. Processing is serialised: bytes wait while a message is being committed. */
+  feed(chunk: Buffer): void {
+    this.chain = this.chain.then(() => this.consume(chunk)).catch(() => undefined);
+  }
+
+  /** Resolves when everything fed so far has been handled. */
+  idle(): Promise<void> {
+    return this.chain;
+  }
+
+  close(): void {
+    if (this.timer) clearTimeout(this.timer);
+    if (this.noiseTimer) clearTimeout(this.noiseTimer);
+    this.timer = undefined;
+    this.noiseTimer = undefined;
+  }
+
+  private async consume(chunk: Buffer): Promise<void> {
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i];
+      if (this.state === 'idle') {
+        if (b === ENQ) {
+          this.flushNoise();
+          if (this.opts.busy?.()) {
+            this.opts.write(Buffer.from([NAK]));
+            continue;
+          }
+          this.startSession();
+          this.opts.write(Buffer.from([ACK]));
+        } else if (b !== EOT && b !== ACK && b !== NAK) {
+          this.noise.push(b);
+          if (b === LF || b === ETX || this.noise.length >= 65536) this.flushNoise();
+          else this.armNoise();
+        }
+        continue;
+      }
+      // In a session.
+      if (this.frame === null) {
+        if (b === STX) {
+          this.frame = [STX];
+          this.arm();
+        } else if (b === EOT) {
+          await this.endSession('the instrument ended the session (EOT) before the L record');
+        } else if (b === ENQ) {
+          // The sender restarted: whatever was pending is incomplete.
+          await this.endSession('the instrument restarted the session (ENQ) before the L record');
+          this.startSession();
+          this.opts.write(Buffer.from([ACK]));
+        }
+        continue;
+      }
+      this.frame.push(b);
+      if (this.frame.length > (this.opts.maxFrameBytes ?? 65536)) {
+        this.frame = null;
+        this.stats.naks++;
+        this.opts.write(Buffer.from([NAK]));
+        continue;
+      }
+      if (b === LF && this.frame.length >= 7 && this.frame[this.frame.length - 2] === CR) {
+        const bytes = Buffer.from(this.frame);
+        this.frame = null;
+        await this.onFrame(bytes);
+      }
+    }
+  }
+
+  private startSession(): void {
+    this.state = 'session';
+    this.stats.sessions++;
+    this.expectedFn = 1;
+    this.lastFn = -1;
+    this.text = '';
+    this.raw = [];
+    this.frame = null;
+    this.arm();
+  }
+
+  private arm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.chain = this.chain.then(() =>
+        this.endSession(`no frame or EOT for ${(this.opts.receiveTimeoutMs ?? 30_000) / 1000} s (receiver timeout)`),
+      );
+    }, this.opts.receiveTimeoutMs ?? 30_000);
+    this.timer.unref?.();
+  }
+
+  private async endSession(reason: string): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.state !== 'session') return;
+    this.state = 'idle';
+    const pending = Buffer.concat(this.raw);
+    if (this.text.trim() !== '' || this.frame) {
+      this.stats.incomplete++;
+      await this.opts.onIncomplete({ text: this.text, raw: this.frame ? Buffer.concat([pending, Buffer.from(this.frame)]) : pending }, reason);
+    }
+    this.text = '';
+    this.raw = [];
+    this.frame = null;
+  }
+
+  private nak(): void {
+    this.stats.naks++;
+    this.opts.write(Buffer.from([NAK]));
+  }
+
+  private async onFrame(bytes: Buffer): Promise<void> {
+    this.arm();
+    this.stats.frames++;
+    // STX FN text ETB|ETX C1 C2 CR LF
+    const end = bytes.length - 5;
+    const term = bytes[end];
+    const fnByte = bytes[1];
+    if ((term !== ETX && term !== ETB) || fnByte < 0x30 || fnByte > 0x37) return this.nak();
+    const cs = bytes.subarray(end + 1, end + 3).toString('latin1').toUpperCase();
+    if (checksum(bytes, 1, end + 1) !== cs) return this.nak();
+    const fn = fnByte - 0x30;
+    if (fn === this.lastFn) {
+      // Our ACK was lost and the sender repeats the frame we already have.
+      this.stats.retransmissions++;
+      this.opts.write(Buffer.from([ACK]));
+      return;
+    }
+    if (fn !== this.expectedFn) return this.nak();
+    const text = bytes.subarray(2, end).toString('latin1');
+    const completes = term === ETX && /(^|\r)L[^\r]*\r?$/.test(this.text + text);
+    if (!completes) {
+      this.accept(fn, text, bytes);
+      this.opts.write(Buffer.from([ACK]));
+      return;
+    }
+    const message = { text: this.text + text, raw: Buffer.concat([...this.raw, bytes]) };
+    try {
+      await this.opts.onMessage(message);
+    } catch {
+      // Not committed: NAK, so the instrument sends this frame again and we retry the whole message.
+      return this.nak();
+    }
+    this.stats.messages++;
+    this.accept(fn, '', bytes);
+    this.text = '';
+    this.raw = [];
+    this.opts.write(Buffer.from([ACK]));
+  }
+
+  private accept(fn: number, text: string, bytes: Buffer): void {
+    this.lastFn = fn;
+    this.expectedFn = (fn + 1) % 8;
+    this.text += text;
+    if (text) this.raw.push(bytes);
+  }
+
+  private noiseTimer: NodeJS.Timeout | undefined;
+  private armNoise(): void {
+    if (this.noiseTimer) return;
+    this.noiseTimer = setTimeout(() => {
+      this.noiseTimer = undefined;
+      this.chain = this.chain.then(() => this.flushNoise());
+    }, 1000);
+    this.noiseTimer.unref?.();
+  }
+
+  private flushNoise(): void {
+    if (this.noiseTimer) clearTimeout(this.noiseTimer);
+    this.noiseTimer = undefined;
+    if (this.noise.length === 0) return;
+    const bytes = Buffer.from(this.noise);
+    this.noise = [];
+    // Line ends alone are not a transmission.
+    if (bytes.every((b) => b === CR || b === LF || b === 0x20)) return;
+    this.opts.onNoise?.(bytes);
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Files a ReadingSet: each report goes to the patient named by the P record (by identifier) or, when
+ * there is none, to the patient whose device association covers the reading's own time. Readings that
+ * are implausible, lie in the future, or have no unambiguous patient are held for an operator.
+ * Each report commits in one transaction (bundle or hold, plus counters).
+ */
+import type { Bundle, Identifier } from '@medplum/fhirtypes';
+import { countReadings, explainAssociation, findDeviceIds, holdForAssociation, normalizeIdentifiers } from '../../src/devices/index.js';
+import type { DeviceStore } from '../../src/devices/index.js';
+import { searchIds } from '../../src/fhir/search/index.js';
+import type { Queryable } from '../../src/db/database.js';
+import { DEFAULT_PLAUSIBILITY, type PlausibleRange } from './mapping/codemap.js';
+import type { ReadingSet, ReportDraft } from './mapping/draft.js';
+import { buildReportBundle, deviceKeyOf } from './mapping/fhir.js';
+
+export interface FilingOptions {
+  /** Readings later than now + skew are held (clock error on the device). Default 5 minutes. */
+  futureSkewMs?: number;
+  /** Extra or overriding plausibility ranges by LOINC code. */
+  plausibility?: Record<string, PlausibleRange>;
+  /** Message log id of the transmission, kept with held readings. */
+  messageId?: string;
+  now?: () => Date;
+}
+
+export interface FilingResult {
+  filed: number;
+  held: string[];
+  duplicates: number;
+  resourceRefs: string[];
+  patientRefs: string[];
+  reasons: string[];
+}
+
+export async function fileReadings(store: DeviceStore, set: ReadingSet, opts: FilingOptions = {}): Promise<FilingResult> {
+  const out: FilingResult = { filed: 0, held: [], duplicates: 0, resourceRefs: [], patientRefs: [], reasons: [] };
+  const now = (opts.now ?? (() => new Date()))();
+  const ranges = { ...DEFAULT_PLAUSIBILITY, ...(opts.plausibility ?? {}) };
+  const skew = opts.futureSkewMs ?? 5 * 60_000;
+  const deviceKey = deviceKeyOf(set.deviceIdentifiers);
+  const known = await findDeviceIds(store.db, normalizeIdentifiers(set.deviceIdentifiers));
+  for (const report of set.reports) {
+    const at = report.at ?? set.sentAt ?? now;
+    let reason: string | undefined;
+    let patient: string | undefined;
+    let device = known.length === 1 ? `Device/${known[0]}` : undefined;
+
+    if (set.processingId && set.processingId !== 'P') {
+      reason = `processing id "${set.processingId}" (not production: quality control, training or debugging) is never filed to a patient`;
+    } else if (at.getTime() > now.getTime() + skew) {
+      reason = `reading time ${at.toISOString()} is in the future (now ${now.toISOString()})`;
+    } else {
+      reason = implausible(report, ranges);
+    }
+    if (!reason) {
+      if (report.patientIdentifiers.length) {
+        const r = await patientByIdentifier(store.db, report.patientIdentifiers);
+        if ('patient' in r) patient = r.patient;
+        else reason = r.reason;
+      } else {
+        const a = await explainAssociation(store.db, { deviceIdentifiers: set.deviceIdentifiers }, at);
+        if (a.ok) {
+          patient = a.patient;
+          device = a.device;
+        } else reason = a.reason;
+      }
+    }
+    const { bundle, observationKeys } = buildReportBundle({
+      report,
+      deviceIdentifiers: set.deviceIdentifiers,
+      deviceName: set.deviceName,
+      device,
+      patient,
+      issued: set.sentAt ?? at,
+    });
+    await store.db.transaction(async (tx) => {
+      if (patient && !reason) {
+        const response = await store.transaction(bundle, tx);
+        const dups = countDuplicates(bundle, response);
+        out.filed++;
+        out.duplicates += dups;
+        out.patientRefs.push(patient);
+        for (const e of response.entry ?? []) {
+          // Locations are absolute (…/fhir/Observation/<id>/_history/1): keep Type/id.
+          const m = /([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]+)(?:\/_history\/[^/]*)?$/.exec(e.response?.location ?? '');
+          if (m) out.resourceRefs.push(m[1]);
+        }
+        await countReadings(tx, deviceKey, { filed: observationKeys.length - dups, duplicates: dups });
+      } else {
+        const id = await holdForAssociation(tx, {
+          source: 'serial',
+          messageId: opts.messageId,
+          deviceIdentifiers: set.deviceIdentifiers,
+          at,
+          bundle,
+          reason: reason as string,
+        });
+        out.held.push(id);
+        out.reasons.push(reason as string);
+        await countReadings(tx, deviceKey, { held: observationKeys.length });
+      }
+    });
+  }
+  if (out.patientRefs.length) out.patientRefs = [...new Set(out.patientRefs)];
+  return out;
+}
+
+function implausible(report: ReportDraft, ranges: Record<string, PlausibleRange>): string | undefined {
+  const bad: string[] = [];
+  for (const o of report.observations) {
+    if (!o.loinc || o.value.kind !== 'quantity') continue;
+    const r = ranges[o.loinc];
+    if (!r) continue;
+    if (r.unit && o.value.ucum && r.unit !== o.value.ucum) continue; // another unit: cannot compare safely
+    if (o.value.value < r.low || o.value.value > r.high) {
+      bad.push(`${o.code.text ?? o.loinc} ${o.value.value}${o.value.unit ? ` ${o.value.unit}` : ''} is outside the plausible range ${r.low}–${r.high}${r.unit ? ` ${r.unit}` : ''}`);
+    }
+  }
+  return bad.length ? `implausible value: ${bad.join('; ')}` : undefined;
+}
+
+async function patientByIdentifier(q: Queryable, ids: Identifier[]): Promise<{ patient: string } | { reason: string }> {
+  const found = new Set<string>();
+  for (const id of ids) {
+    for (const pid of await searchIds(q, 'Patient', [['identifier', `${id.system ?? ''}|${id.value}`]], 2)) found.add(pid);
+  }
+  const shown = ids.map((i) => `${i.system}|${i.value}`).join(', ');
+  if (found.size === 0) return { reason: `no Patient has identifier ${shown} (from the P record)` };
+  if (found.size > 1) return { reason: `identifiers ${shown} (from the P record) match ${found.size} patients` };
+  return { patient: `Patient/${[...found][0]}` };
+}
+
+/** Entries of a conditional create that matched an existing resource answer 200, new ones 201. */
+function countDuplicates(bundle: Bundle, response: Bundle): number {
+  let n = 0;
+  (bundle.entry ?? []).forEach((e, i) => {
+    if (e.resource?.resourceType === 'Observation' && response.entry?.[i]?.response?.status?.startsWith('200')) n++;
+  });
+  return n;
+}

@@ -1,0 +1,265 @@
+/**
+ * The message log shared by every facade (HL7 v2 over MLLP, serial/ASTM, ...): each message is kept
+ * raw with its sender, control id, type, status, error, the acknowledgement sent and the resources it
+ * produced, so that nothing is dropped silently and an operator can search and replay.
+ *
+ * Functions take a `Queryable` so that a caller can write the log row in the same transaction as the
+ * data it describes, or on its own.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Queryable } from '../db/database.js';
+
+export type MessageStatus = 'received' | 'processed' | 'error' | 'held';
+export type MessageDirection = 'in' | 'out';
+export const MESSAGE_STATUSES: readonly MessageStatus[] = ['received', 'processed', 'error', 'held'];
+
+export interface NewMessage {
+  channel: string;
+  direction: MessageDirection;
+  raw: Uint8Array | string;
+  sender?: string | null;
+  receiver?: string | null;
+  remoteAddress?: string | null;
+  controlId?: string | null;
+  messageType?: string | null;
+  version?: string | null;
+  status?: MessageStatus;
+  error?: string | null;
+  ack?: string | null;
+  resourceRefs?: string[];
+  patientRefs?: string[];
+  replayOf?: string | null;
+  receivedAt?: Date;
+}
+
+export interface MessagePatch {
+  status?: MessageStatus;
+  error?: string | null;
+  ack?: string | null;
+  resourceRefs?: string[];
+  patientRefs?: string[];
+  messageType?: string | null;
+  controlId?: string | null;
+  sender?: string | null;
+  processedAt?: Date | null;
+  /** Adds one to the attempt counter (a resend of a message that was never processed). */
+  countAttempt?: boolean;
+}
+
+/** A log entry without its raw bytes (what lists return). */
+export interface MessageSummary {
+  id: string;
+  seq: number;
+  channel: string;
+  direction: MessageDirection;
+  sender: string | null;
+  receiver: string | null;
+  remoteAddress: string | null;
+  controlId: string | null;
+  messageType: string | null;
+  version: string | null;
+  status: MessageStatus;
+  error: string | null;
+  ack: string | null;
+  resourceRefs: string[];
+  patientRefs: string[];
+  replayOf: string | null;
+  attempts: number;
+  receivedAt: string;
+  processedAt: string | null;
+  updatedAt: string;
+}
+
+export interface MessageRecord extends MessageSummary {
+  raw: Buffer;
+}
+
+export interface MessageFilter {
+  channel?: string;
+  direction?: MessageDirection;
+  status?: MessageStatus | MessageStatus[];
+  /** 'ORU' matches every ORU; 'ORU^R01' matches that trigger (and 'ORU^R01^ORU_R01'). */
+  type?: string;
+  controlId?: string;
+  sender?: string;
+  /** 'Patient/<id>' (or a bare id). */
+  patient?: string;
+  since?: Date;
+  until?: Date;
+  /** Keyset paging: entries with seq below this (lists are newest first). */
+  beforeSeq?: number;
+  limit?: number;
+}
+
+const SUMMARY_COLUMNS = `id, seq, channel, direction, sender, receiver, remote_address, control_id, message_type, version,
+  status, error, ack, resource_refs, patient_refs, replay_of, attempts, received_at, processed_at, updated_at`;
+
+export async function recordMessage(q: Queryable, m: NewMessage): Promise<string> {
+  const id = randomUUID();
+  const raw = typeof m.raw === 'string' ? Buffer.from(m.raw, 'utf8') : Buffer.from(m.raw.buffer, m.raw.byteOffset, m.raw.byteLength);
+  await q.query(
+    `INSERT INTO message_log (id, channel, direction, sender, receiver, remote_address, control_id, message_type, version,
+       status, error, ack, raw, resource_refs, patient_refs, replay_of, received_at, processed_at)
+     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)`,
+    [
+      id,
+      m.channel,
+      m.direction,
+      m.sender ?? null,
+      m.receiver ?? null,
+      m.remoteAddress ?? null,
+      m.controlId ?? null,
+      m.messageType ?? null,
+      m.version ?? null,
+      m.status ?? 'received',
+      m.error ?? null,
+      m.ack ?? null,
+      raw,
+      m.resourceRefs ?? [],
+      m.patientRefs ?? [],
+      m.replayOf ?? null,
+      (m.receivedAt ?? new Date()).toISOString(),
+      m.status && m.status !== 'received' ? new Date().toISOString() : null,
+    ],
+  );
+  return id;
+}
+
+export async function updateMessage(q: Queryable, id: string, patch: MessagePatch): Promise<void> {
+  const sets: string[] = [];
+  const params: unknown[] = [];
+  const set = (col: string, value: unknown) => {
+    params.push(value);
+    sets.push(`${col} = $${params.length}`);
+  };
+  if (patch.status !== undefined) {
+    set('status', patch.status);
+    if (patch.processedAt === undefined && patch.status !== 'received') set('processed_at', new Date().toISOString());
+  }
+  if (patch.error !== undefined) set('error', patch.error);
+  if (patch.ack !== undefined) set('ack', patch.ack);
+  if (patch.resourceRefs !== undefined) set('resource_refs', patch.resourceRefs);
+  if (patch.patientRefs !== undefined) set('patient_refs', patch.patientRefs);
+  if (patch.messageType !== undefined) set('message_type', patch.messageType);
+  if (patch.controlId !== undefined) set('control_id', patch.controlId);
+  if (patch.sender !== undefined) set('sender', patch.sender);
+  if (patch.processedAt !== undefined) set('processed_at', patch.processedAt ? patch.processedAt.toISOString() : null);
+  if (patch.countAttempt) sets.push('attempts = attempts + 1');
+  sets.push('updated_at = now()');
+  params.push(id);
+  const res = await q.query(`UPDATE message_log SET ${sets.join(', ')} WHERE id = $${params.length}`, params);
+  if (res.rowCount === 0) throw new Error(`message ${id} not found in the message log`);
+}
+
+/**
+ * The earlier message with the same sender and control id on this channel (inbound by default), if any.
+ * Prefers one that was fully handled (processed or held), since that decides whether a resend is a
+ * duplicate; otherwise returns the latest attempt (received or error) so that the caller can reuse it.
+ */
+export async function findDuplicate(
+  q: Queryable,
+  sender: string | null,
+  controlId: string,
+  opts: { channel?: string; direction?: MessageDirection } = {},
+): Promise<MessageSummary | null> {
+  const res = await q.query<Row>(
+    `SELECT ${SUMMARY_COLUMNS} FROM message_log
+      WHERE channel = $1 AND direction = $2 AND sender IS NOT DISTINCT FROM $3 AND control_id = $4 AND replay_of IS NULL
+      ORDER BY (status IN ('processed', 'held')) DESC, seq DESC LIMIT 1`,
+    [opts.channel ?? 'mllp', opts.direction ?? 'in', sender, controlId],
+  );
+  return res.rows[0] ? toSummary(res.rows[0]) : null;
+}
+
+export async function getMessage(q: Queryable, id: string): Promise<MessageRecord | null> {
+  const res = await q.query<Row & { raw: Uint8Array }>(`SELECT ${SUMMARY_COLUMNS}, raw FROM message_log WHERE id = $1`, [id]);
+  const row = res.rows[0];
+  if (!row) return null;
+  const raw = Buffer.isBuffer(row.raw) ? row.raw : Buffer.from(row.raw);
+  return { ...toSummary(row), raw };
+}
+
+export async function listMessages(q: Queryable, filter: MessageFilter = {}): Promise<MessageSummary[]> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const p = (v: unknown) => {
+    params.push(v);
+    return `$${params.length}`;
+  };
+  if (filter.channel) where.push(`channel = ${p(filter.channel)}`);
+  if (filter.direction) where.push(`direction = ${p(filter.direction)}`);
+  if (filter.status) {
+    const statuses = Array.isArray(filter.status) ? filter.status : [filter.status];
+    where.push(`status = ANY(${p(statuses)})`);
+  }
+  if (filter.type) {
+    const t = p(filter.type);
+    where.push(`(message_type = ${t} OR message_type LIKE ${t} || '^%')`);
+  }
+  if (filter.controlId) where.push(`control_id = ${p(filter.controlId)}`);
+  if (filter.sender) where.push(`sender = ${p(filter.sender)}`);
+  if (filter.patient) {
+    const ref = filter.patient.includes('/') ? filter.patient : `Patient/${filter.patient}`;
+    where.push(`patient_refs @> ARRAY[${p(ref)}]::text[]`);
+  }
+  if (filter.since) where.push(`received_at >= ${p(filter.since.toISOString())}`);
+  if (filter.until) where.push(`received_at < ${p(filter.until.toISOString())}`);
+  if (filter.beforeSeq !== undefined) where.push(`seq < ${p(filter.beforeSeq)}`);
+  const limit = Math.min(Math.max(filter.limit ?? 100, 1), 1000);
+  const res = await q.query<Row>(
+    `SELECT ${SUMMARY_COLUMNS} FROM message_log ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+      ORDER BY seq DESC LIMIT ${limit}`,
+    params,
+  );
+  return res.rows.map(toSummary);
+}
+
+interface Row {
+  id: string;
+  seq: string | number;
+  channel: string;
+  direction: MessageDirection;
+  sender: string | null;
+  receiver: string | null;
+  remote_address: string | null;
+  control_id: string | null;
+  message_type: string | null;
+  version: string | null;
+  status: MessageStatus;
+  error: string | null;
+  ack: string | null;
+  resource_refs: string[];
+  patient_refs: string[];
+  replay_of: string | null;
+  attempts: number;
+  received_at: Date | string;
+  processed_at: Date | string | null;
+  updated_at: Date | string;
+}
+
+const iso = (d: Date | string) => (d instanceof Date ? d.toISOString() : new Date(d).toISOString());
+
+function toSummary(r: Row): MessageSummary {
+  return {
+    id: r.id,
+    seq: Number(r.seq),
+    channel: r.channel,
+    direction: r.direction,
+    sender: r.sender,
+    receiver: r.receiver,
+    remoteAddress: r.remote_address,
+    controlId: r.control_id,
+    messageType: r.message_type,
+    version: r.version,
+    status: r.status,
+    error: r.error,
+    ack: r.ack,
+    resourceRefs: r.resource_refs ?? [],
+    patientRefs: r.patient_refs ?? [],
+    replayOf: r.replay_of,
+    attempts: r.attempts,
+    receivedAt: iso(r.received_at),
+    processedAt: r.processed_at ? iso(r.processed_at) : null,
+    updatedAt: iso(r.updated_at),
+  };
+}

@@ -1,0 +1,194 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SerialPort } from 'serialport';
+import type { Observation } from '@medplum/fhirtypes';
+import { addDevice, assignHeld, associate, listHeld, SERIAL_PORT_SYSTEM } from '../../src/devices/index.js';
+import { listMessages } from '../../src/messages/message-log.js';
+import { decodeCapture, encodeMessage, framesToText } from '../../facades/serial/astm/frame.js';
+import { parseRecords } from '../../facades/serial/astm/records.js';
+import { type Line, sendSession, streamLine } from '../../facades/serial/astm/sender.js';
+import { parseSerialConfig } from '../../facades/serial/config.js';
+import { startPort, type RunningPort } from '../../facades/serial/index.js';
+import type { FilingResult } from '../../facades/serial/filing.js';
+import { openTestEnv, type TestEnv } from '../devices/helpers.js';
+import { ptyPair, type PtyPair } from './pty.js';
+
+const CORPUS = '/work/shared/data/hl7v2/corpus/astm/';
+const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const who = { who: 'Practitioner/op1' };
+
+/** The capture's records re-framed as a conforming analyzer sends them (frames numbered 1,2,…,7,0; ≤240 chars). */
+function framesOf(file: string): Buffer[] {
+  const text = framesToText(decodeCapture(readFileSync(CORPUS + file)));
+  return encodeMessage(parseRecords(text).records.map((r) => r.raw));
+}
+
+interface Processed { messageId: string; result?: FilingResult; error?: string }
+
+describe('ASTM over a real pty (socat)', () => {
+  let env: TestEnv;
+  let dir: string;
+  let pty: PtyPair;
+  let running: RunningPort;
+  let analyzer: SerialPort;
+  let line: Line;
+  let patient: string;
+  const events: Processed[] = [];
+  let waiters: Array<() => void> = [];
+  const nextEvent = () =>
+    new Promise<Processed>((resolve) => {
+      const n = events.length;
+      const check = () => (events.length > n ? resolve(events[n]) : waiters.push(check));
+      check();
+    });
+
+  async function openAnalyzer(): Promise<void> {
+    analyzer = new SerialPort({ path: pty.device, baudRate: 115200 });
+    await new Promise<void>((resolve, reject) => analyzer.once('open', resolve).once('error', reject));
+    line = streamLine(analyzer);
+  }
+
+  beforeAll(async () => {
+    env = await openTestEnv('pglite');
+    dir = mkdtempSync(path.join(tmpdir(), 'conflux-serial-'));
+    pty = await ptyPair(path.join(dir, 'host'), path.join(dir, 'analyzer'));
+    patient = await env.patient('Analyzer Patient');
+    const dev = await addDevice(env.store, { name: 'lab analyzer on pty', port: pty.host }, who);
+    await associate(env.store, { device: dev.reference, patient, start: '2000-01-01T00:00:00Z' }, who);
+    const [cfg] = parseSerialConfig({ ports: [{ name: 'lab', path: pty.host, baudRate: 115200, protocol: 'astm', timeZone: 'Europe/Berlin', reconnectMs: 100, receiveTimeoutMs: 4000 }] });
+    running = startPort(cfg, {
+      store: env.store,
+      log: quiet,
+      onProcessed: (e) => {
+        events.push(e);
+        const w = waiters;
+        waiters = [];
+        w.forEach((f) => f());
+      },
+    });
+    while (!running.port.isOpen) await new Promise((r) => setTimeout(r, 20));
+    await openAnalyzer();
+  }, 60_000);
+
+  afterAll(async () => {
+    running?.handler.close();
+    await running?.port.stop();
+    if (analyzer?.isOpen) await new Promise((r) => analyzer.close(r));
+    await pty?.kill();
+    await env?.close();
+  });
+
+  it('plays the Yumizen H500 quality-control run (H-12 = Q) and holds it: QC is never filed to a patient', async () => {
+    const done = nextEvent();
+    expect(await sendSession(line, framesOf('senaite_yumizen_h500.txt'))).toEqual({ ok: true, naks: 0 });
+    const e = await done;
+    expect(e.result?.filed).toBe(0);
+    expect(e.result?.reasons[0]).toMatch(/processing id "Q"/);
+  }, 60_000);
+
+  const files = ['senaite_abbott_afinion2.txt', 'senaite_cobas_c111.txt', 'senaite_cobas_c311.txt', 'senaite_dca_vantage.txt', 'senaite_genexpert.txt',
+    'senaite_mini_vidas_mock.txt', 'senaite_pentra_xlr.txt', 'senaite_spotchem_el_mock.txt', 'senaite_sysmex_xn550.txt', 'senaite_sysmex_xp100.txt'];
+
+  it.each(files)('plays %s and files its results to the associated patient', async (file) => {
+    const frames = framesOf(file);
+    const done = nextEvent();
+    const sent = await sendSession(line, frames, { replyTimeoutMs: 10_000 });
+    expect(sent).toEqual({ ok: true, naks: 0 });
+    const e = await done;
+    expect(e.error).toBeUndefined();
+    expect(e.result?.held).toEqual([]);
+    expect(e.result?.filed).toBeGreaterThan(0);
+    expect(e.result?.patientRefs).toEqual([patient]);
+    const obsRef = e.result!.resourceRefs.find((r) => r.startsWith('Observation/'))!;
+    const obs = await env.store.read<Observation>('Observation', obsRef.split('/')[1]);
+    expect(obs.subject?.reference).toBe(patient);
+    expect(obs.device?.reference).toMatch(/^Device\//);
+  }, 60_000);
+
+  it('multi-frame records: a long record is split in 240-char ETB frames and rejoined', () => {
+    // Yumizen's M (histogram) records run to 26,000 characters.
+    const frames = framesOf('senaite_yumizen_h500.txt');
+    expect(frames.length).toBeGreaterThan(parseRecords(framesToText(decodeCapture(readFileSync(CORPUS + 'senaite_yumizen_h500.txt')))).records.length + 100);
+    expect(frames.every((f) => f.length <= 240 + 7)).toBe(true);
+  });
+
+  it('a corrupted checksum gets a NAK and the good retransmission is accepted', async () => {
+    const frames = framesOf('senaite_dca_vantage.txt');
+    const done = nextEvent();
+    const sent = await sendSession(line, frames, {
+      mangle: (i, attempt, f) => {
+        if (i !== 2 || attempt > 0) return f;
+        const bad = Buffer.from(f);
+        bad[bad.length - 4] = bad[bad.length - 4] === 0x30 ? 0x31 : 0x30; // a checksum digit
+        return bad;
+      },
+    });
+    expect(sent).toEqual({ ok: true, naks: 1 });
+    const e = await done;
+    // The same results again: conditional creates drop them as exact duplicates.
+    expect(e.result?.filed).toBe(1);
+    expect(e.result?.duplicates).toBe(3);
+  }, 30_000);
+
+  it('an analyzer that stops mid-session: the partial message is logged as an error and nothing is filed', async () => {
+    const before = (await env.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM resource WHERE resource_type = 'Observation'`)).rows[0].n;
+    const done = nextEvent();
+    const sent = await sendSession(line, framesOf('senaite_pentra_xlr.txt'), { stopAfterFrames: 5 });
+    expect(sent.ok).toBe(false);
+    const e = await done;
+    expect(e.error).toMatch(/receiver timeout/);
+    const logged = await listMessages(env.db, { channel: 'serial', status: 'error' });
+    expect(logged.some((m) => m.id === e.messageId && /incomplete, not filed/.test(m.error ?? ''))).toBe(true);
+    const after = (await env.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM resource WHERE resource_type = 'Observation'`)).rows[0].n;
+    expect(after).toBe(before);
+  }, 30_000);
+
+  it.each(['senaite_mini_vidas.txt', 'senaite_spotchem_el.txt'])('non-ASTM output (%s) is kept in the message log as an error', async (file) => {
+    const done = nextEvent();
+    analyzer.write(readFileSync(CORPUS + file));
+    const e = await done;
+    expect(e.error).toBe('not ASTM');
+    const logged = await listMessages(env.db, { channel: 'serial', status: 'error' });
+    expect(logged.find((m) => m.id === e.messageId)?.error).toMatch(/not ASTM E1381/);
+  }, 30_000);
+
+  it('reconnects when the port disappears and comes back', async () => {
+    const opens = running.port.opens;
+    await new Promise((r) => analyzer.close(r));
+    await pty.kill();
+    pty = await ptyPair(pty.host, pty.device);
+    while (running.port.opens === opens || !running.port.isOpen) await new Promise((r) => setTimeout(r, 50));
+    await openAnalyzer();
+    const done = nextEvent();
+    expect((await sendSession(line, framesOf('senaite_abbott_afinion2.txt'))).ok).toBe(true);
+    expect((await done).result?.patientRefs).toEqual([patient]);
+  }, 30_000);
+
+  it('without an association covering the reading time the results are held, then filed when an operator assigns them', async () => {
+    await env.db.query('DELETE FROM device_association');
+    const done = nextEvent();
+    // Results never filed before (a replay of a filed capture would be an exact duplicate).
+    const records = ['H|\\^&|||SE-1520^Spotchem^1.0.0|||||||P||20241101090000', 'O|1|1DC099XY||B. Plasma', 'R|1|Na|139.0|mmol/L||||F||||20241101090000', 'R|2|K|4.1|mmol/L||||F||||20241101090000', 'L|1|N'];
+    expect((await sendSession(line, encodeMessage(records))).ok).toBe(true);
+    const e = await done;
+    expect(e.result?.filed).toBe(0);
+    expect(e.result?.held).toHaveLength(1);
+    expect(e.result?.reasons[0]).toMatch(/has no patient association at 2024-11-01T08:00:00.000Z/);
+    const queue = await listHeld(env.db);
+    const held = queue.find((h) => h.id === e.result!.held[0])!;
+    expect(held.summary).toEqual(['Observation 2951-2 139 mmol/L', 'Observation 2823-3 4.1 mmol/L']);
+    const other = await env.patient('Assigned Patient');
+    const out = await assignHeld(env.store, held.id, { patient: other, note: 'sample labelled for bed 4' }, who);
+    const created = out.response.entry!.filter((x) => x.response?.status?.startsWith('201')).map((x) => x.response!.location!);
+    expect(created.some((l) => l.includes('/AuditEvent/'))).toBe(true);
+    const obs = await env.db.query<{ content: string }>(`SELECT content FROM resource WHERE resource_type = 'Observation' AND content LIKE '%1DC099XY%' OR (resource_type = 'Observation' AND content LIKE '%"value":139%')`);
+    expect(obs.rows.map((r) => JSON.parse(r.content).subject?.reference)).toContain(other);
+    await expect(assignHeld(env.store, held.id, { patient: other }, who)).rejects.toMatchObject({ status: 409 });
+  }, 30_000);
+
+  it('the port identifier is what the association matched', () => {
+    expect(SERIAL_PORT_SYSTEM).toBe('urn:conflux:device:serial-port');
+  });
+});

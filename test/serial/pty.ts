@@ -1,0 +1,34 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+/** A socat pseudo-terminal pair with stable symlinks: one end for the facade, one for the test's analyzer. */
+export interface PtyPair {
+  host: string;
+  device: string;
+  proc: ChildProcess;
+  kill(): Promise<void>;
+}
+
+export async function ptyPair(host: string, device: string): Promise<PtyPair> {
+  const proc = spawn('socat', ['-d', '-d', `pty,raw,echo=0,link=${host}`, `pty,raw,echo=0,link=${device}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    proc.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (/starting data transfer loop/.test(err)) resolve();
+    });
+    proc.once('error', reject);
+    proc.once('exit', (code) => reject(new Error(`socat exited (${code}): ${err}`)));
+  });
+  if (!existsSync(host) || !existsSync(device)) throw new Error('socat did not create the pty links');
+  return {
+    host,
+    device,
+    proc,
+    async kill() {
+      if (proc.exitCode === null) proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
