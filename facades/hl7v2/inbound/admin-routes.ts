@@ -1,0 +1,62 @@
+/** Admin API for the message log: GET /admin/messages, GET /admin/messages/:id, POST /admin/messages/:id/replay. */
+import express from 'express';
+import { getMessage, listMessages, MESSAGE_STATUSES, type MessageFilter, type MessageStatus } from '../../../src/messages/message-log.js';
+import { replayMessage, type ProcessorDeps } from './processor.js';
+
+export function messageAdminRoutes(deps: ProcessorDeps): express.Router {
+  const r = express.Router();
+  r.get('/messages', async (req, res) => {
+    const q = req.query as Record<string, string | undefined>;
+    const filter: MessageFilter = {};
+    try {
+      if (q.status) {
+        const statuses = q.status.split(',');
+        const bad = statuses.filter((s) => !MESSAGE_STATUSES.includes(s as MessageStatus));
+        if (bad.length) throw new Error(`status must be one of ${MESSAGE_STATUSES.join(', ')}; got ${bad.join(', ')}`);
+        filter.status = statuses as MessageStatus[];
+      }
+      if (q.type) filter.type = q.type;
+      if (q.controlId) filter.controlId = q.controlId;
+      if (q.sender) filter.sender = q.sender;
+      if (q.patient) filter.patient = q.patient;
+      if (q.channel) filter.channel = q.channel;
+      for (const k of ['since', 'until'] as const) {
+        if (q[k]) {
+          const d = new Date(q[k]!);
+          if (Number.isNaN(d.getTime())) throw new Error(`${k} must be an ISO date-time; got ${q[k]}`);
+          filter[k] = d;
+        }
+      }
+      if (q.before) filter.beforeSeq = Number(q.before);
+      if (q.limit) filter.limit = Number(q.limit);
+    } catch (e) {
+      res.status(400).json({ error: (e as Error).message });
+      return;
+    }
+    const messages = await listMessages(deps.db, filter);
+    res.json({ messages, next: messages.length === (filter.limit ?? 100) ? messages.at(-1)!.seq : null });
+  });
+  r.get('/messages/:id', async (req, res) => {
+    const m = await getMessage(deps.db, req.params.id);
+    if (!m) {
+      res.status(404).json({ error: `message ${req.params.id} not found` });
+      return;
+    }
+    const { raw, ...rest } = m;
+    res.json({ ...rest, raw: raw.toString('latin1').replace(/^\u00ef\u00bb\u00bf/, ''), rawBase64: raw.toString('base64') });
+  });
+  r.post('/messages/:id/replay', async (req, res) => {
+    const m = await getMessage(deps.db, req.params.id);
+    if (!m) {
+      res.status(404).json({ error: `message ${req.params.id} not found` });
+      return;
+    }
+    try {
+      const out = await replayMessage(deps, req.params.id);
+      res.json({ replayOf: req.params.id, id: out.id, status: out.status, ack: out.replies });
+    } catch (e) {
+      res.status(422).json({ error: (e as Error).message });
+    }
+  });
+  return r;
+}

@@ -1,0 +1,271 @@
+/**
+ * One received MLLP payload → log, deduplicate, map, commit, acknowledge. Principles: the message is
+ * logged raw before anything else; AA is built only after the transaction that writes the resources
+ * and marks the log row processed has committed; a resend of a processed message (same sender and
+ * MSH-10) is answered AA with nothing new; a device reading without a patient is held, never guessed.
+ */
+import type { Bundle, BundleEntry, Identifier, Reference, Resource } from '@medplum/fhirtypes';
+import type { Database, Tx } from '../../../src/db/database.js';
+import { findDuplicate, getMessage, recordMessage, updateMessage } from '../../../src/messages/message-log.js';
+import { splitEnvelope } from '../envelope.js';
+import { Hl7ParseError, Hl7v2Message, readDelimiters, Segment, type Delimiters } from '../message.js';
+import { Hl7Segment, Hl7Context } from '@medplum/core';
+import { acknowledgements, formatIssue, HL7_ERROR, Hl7DataError, Hl7RejectError, hl7Timestamp, type Hl7Issue } from './ack.js';
+import { mapMessage } from './map-message.js';
+import type { MappingConfig } from './mapping-config.js';
+
+export interface DevicePort {
+  resolveAssociation(q: Database | Tx, query: { deviceIdentifiers: Identifier[]; location?: string }, at: Date): Promise<{ patient: string; device: string } | null>;
+  holdForAssociation(
+    tx: Tx,
+    input: { source: 'hl7v2'; messageId?: string; deviceIdentifiers: Identifier[]; location?: string; at: Date; bundle: Bundle; reason: string },
+  ): Promise<string>;
+  explainAssociation?(q: Database | Tx, query: { deviceIdentifiers: Identifier[]; location?: string }, at: Date): Promise<{ ok: boolean; reason?: string }>;
+}
+
+export interface ProcessorDeps {
+  db: Database;
+  /** Executes a FHIR transaction Bundle inside `tx` through the repository's one write path. */
+  transact(bundle: Bundle, tx: Tx): Promise<Bundle>;
+  mapping: () => MappingConfig;
+  devices?: DevicePort;
+  log: { info(m: string): void; warn(m: string): void; error(m: string): void };
+  /** Test hook: runs after the resources are written, before commit (a crash there must not lose data). */
+  beforeCommit?: (messageId: string) => Promise<void> | void;
+}
+
+export interface ProcessResult {
+  /** Frames to send back, in order (none for an inbound ACK). */
+  replies: string[];
+  /** Log ids of the messages handled. */
+  messageIds: string[];
+}
+
+export async function processPayload(deps: ProcessorDeps, payload: Buffer, meta: { remoteAddress?: string; channel?: string } = {}): Promise<ProcessResult> {
+  const env = splitEnvelope(payload);
+  const channel = meta.channel ?? 'mllp';
+  const isBatch = env.batchHeader !== undefined || env.fileHeader !== undefined;
+  if (env.problems.length > 0 || env.messages.length === 0) {
+    // An envelope we cannot trust: nothing in it is processed; it is logged whole and answered with its defects.
+    const header = headerSegment(env.batchHeader ?? env.fileHeader ?? env.messages[0]);
+    const first = env.messages[0] ? safeParse(env.messages[0]) : undefined;
+    const issues: Hl7Issue[] = env.problems.map((p) => ({ code: HL7_ERROR.segmentSequence, segment: header?.name ?? 'MSH', message: p }));
+    const text = `batch envelope rejected: ${env.problems.join('; ')}`;
+    const ack = acknowledgements(first, { code: 'AE', issues }, header ?? undefined);
+    const id = await recordMessage(deps.db, {
+      channel,
+      direction: 'in',
+      raw: payload,
+      remoteAddress: meta.remoteAddress,
+      sender: first?.sender ?? null,
+      controlId: first?.controlId || null,
+      messageType: isBatch ? 'BATCH' : (first?.messageType ?? null),
+      status: 'error',
+      error: text,
+      ack: ack.join('\n'),
+    });
+    deps.log.warn(`rejected envelope from ${meta.remoteAddress ?? '?'}: ${text}`);
+    return { replies: ack, messageIds: [id] };
+  }
+  const replies: string[] = [];
+  const ids: string[] = [];
+  for (const text of env.messages) {
+    // A single message keeps its exact bytes (BOM, LF) in the log; batch members keep their own text.
+    const raw = env.messages.length === 1 && !isBatch ? payload : Buffer.from(text, 'utf8');
+    const r = await processMessage(deps, text, raw, { remoteAddress: meta.remoteAddress, channel });
+    replies.push(...r.replies);
+    if (r.id) ids.push(r.id);
+  }
+  if (isBatch) {
+    const header = headerSegment(env.batchHeader ?? env.fileHeader!);
+    return { replies: [wrapBatch(replies, header, env.fileHeader !== undefined)], messageIds: ids };
+  }
+  return { replies, messageIds: ids };
+}
+
+/** One message: log, dedupe, map, commit, acknowledge. Exported for replay. */
+export async function processMessage(
+  deps: ProcessorDeps,
+  text: string,
+  raw: Buffer,
+  meta: { remoteAddress?: string; channel?: string; replayOf?: string },
+): Promise<{ replies: string[]; id?: string; status: string }> {
+  const channel = meta.channel ?? 'mllp';
+  let msg: Hl7v2Message;
+  try {
+    msg = Hl7v2Message.parse(text);
+  } catch (e) {
+    if (!(e instanceof Hl7ParseError)) throw e;
+    const issues = [{ code: HL7_ERROR.segmentSequence, segment: 'MSH', sequence: 1, field: 1, message: e.message }];
+    const ack = acknowledgements(undefined, { code: 'AE', issues }, headerSegment(text) ?? undefined);
+    const id = await recordMessage(deps.db, { channel, direction: 'in', raw, remoteAddress: meta.remoteAddress, status: 'error', error: e.message, ack: ack.join('\n'), replayOf: meta.replayOf });
+    return { replies: ack, id, status: 'error' };
+  }
+  // Never acknowledge an acknowledgement: log it and stay silent.
+  if (msg.messageCode === 'ACK') {
+    const id = await recordMessage(deps.db, { channel, direction: 'in', raw, remoteAddress: meta.remoteAddress, sender: msg.sender, controlId: msg.controlId || null, messageType: msg.messageType, version: msg.version, status: 'processed' });
+    return { replies: [], id, status: 'processed' };
+  }
+  let id: string;
+  const controlId = msg.controlId;
+  if (controlId && !meta.replayOf) {
+    const dup = await findDuplicate(deps.db, msg.sender, controlId, { channel });
+    if (dup && (dup.status === 'processed' || dup.status === 'held')) {
+      await updateMessage(deps.db, dup.id, { countAttempt: true });
+      const ack = acknowledgements(msg, { code: 'AA', issues: [], text: 'duplicate of an already processed message; nothing new stored' });
+      return { replies: ack, id: dup.id, status: dup.status };
+    }
+    if (dup) {
+      // An earlier attempt that never committed (crash, error): this resend takes its place.
+      id = dup.id;
+      await updateMessage(deps.db, id, { countAttempt: true, status: 'received', error: null });
+    } else {
+      id = await recordMessage(deps.db, base(msg, raw, meta));
+    }
+  } else {
+    id = await recordMessage(deps.db, base(msg, raw, meta));
+  }
+
+  const fail = async (code: 'AE' | 'AR', issues: Hl7Issue[]) => {
+    const ack = acknowledgements(msg, { code, issues });
+    await updateMessage(deps.db, id, { status: 'error', error: issues.map(formatIssue).join('; '), ack: ack.join('\n') });
+    return { replies: ack, id, status: 'error' };
+  };
+
+  let mapped;
+  try {
+    if (msg.defects.length) {
+      return await fail('AE', msg.defects.map((d) => ({ code: HL7_ERROR.segmentSequence, message: d })));
+    }
+    mapped = mapMessage(msg, deps.mapping());
+  } catch (e) {
+    if (e instanceof Hl7RejectError) return fail('AR', e.issues);
+    if (e instanceof Hl7DataError) return fail('AE', e.issues);
+    throw e;
+  }
+
+  let bundle = mapped.bundle;
+  if (mapped.needsAssociation) {
+    const need = mapped.needsAssociation;
+    const found = deps.devices ? await deps.devices.resolveAssociation(deps.db, need, need.at) : null;
+    if (found) {
+      bundle = fileToPatient(bundle, found.patient);
+    } else {
+      const reason = deps.devices
+        ? ((await deps.devices.explainAssociation?.(deps.db, need, need.at))?.reason ?? 'no patient–device association covers the reading time')
+        : 'device reading without a patient identifier and no device association service available';
+      const ack = acknowledgements(msg, { code: 'AA', issues: [], text: 'held: waiting for a patient–device association' });
+      await deps.db.transaction(async (tx) => {
+        if (deps.devices) {
+          await deps.devices.holdForAssociation(tx, { source: 'hl7v2', messageId: id, deviceIdentifiers: need.deviceIdentifiers, location: need.location, at: need.at, bundle, reason });
+        }
+        await updateMessage(tx, id, { status: 'held', error: reason, ack: ack.join('\n') });
+      });
+      deps.log.info(`held ${msg.messageType} ${controlId} from ${msg.sender}: ${reason}`);
+      return { replies: ack, id, status: 'held' };
+    }
+  }
+
+  try {
+    const ack = acknowledgements(msg, { code: 'AA', issues: [] });
+    await deps.db.transaction(async (tx) => {
+      const response = await deps.transact(bundle, tx);
+      const refs = resultRefs(bundle, response);
+      const patientRefs = refs.filter((r, i) => r.startsWith('Patient/') && (bundle.entry![i]?.fullUrl === mapped.patientRef || !mapped.patientRef));
+      const fromSubject = bundle.entry?.map((e) => (e.resource as { subject?: Reference } | undefined)?.subject?.reference).find((r) => r?.startsWith('Patient/'));
+      await updateMessage(tx, id, {
+        status: 'processed',
+        error: null,
+        ack: ack.join('\n'),
+        resourceRefs: refs,
+        patientRefs: patientRefs.length ? patientRefs : fromSubject ? [fromSubject] : [],
+      });
+      await deps.beforeCommit?.(id);
+    });
+    return { replies: ack, id, status: 'processed' };
+  } catch (e) {
+    const err = e as Error & { status?: number };
+    const issues: Hl7Issue[] = [{ code: HL7_ERROR.applicationInternalError, message: `the resources could not be stored: ${err.message}` }];
+    deps.log.error(`${msg.messageType} ${controlId} from ${msg.sender}: ${err.message}`);
+    return fail('AE', issues);
+  }
+}
+
+function base(msg: Hl7v2Message, raw: Buffer, meta: { remoteAddress?: string; channel?: string; replayOf?: string }) {
+  return {
+    channel: meta.channel ?? 'mllp',
+    direction: 'in' as const,
+    raw,
+    sender: msg.sender,
+    receiver: msg.receiver,
+    remoteAddress: meta.remoteAddress ?? null,
+    controlId: msg.controlId || null,
+    messageType: msg.messageType || null,
+    version: msg.version || null,
+    replayOf: meta.replayOf ?? null,
+  };
+}
+
+/** 'Type/id' for each entry, from the transaction response locations. */
+function resultRefs(bundle: Bundle, response: Bundle): string[] {
+  return (response.entry ?? []).map((e: BundleEntry, i) => {
+    const loc = e.response?.location ?? '';
+    const m = /([A-Za-z]+)\/([^/]+)(\/_history\/.*)?$/.exec(loc);
+    if (m) return `${m[1]}/${m[2]}`;
+    const r = e.resource as Resource | undefined;
+    return r?.id ? `${r.resourceType}/${r.id}` : `${(bundle.entry?.[i]?.resource as Resource | undefined)?.resourceType ?? '?'}/?`;
+  });
+}
+
+/** Sets the associated patient as subject of every reading in a device bundle. */
+function fileToPatient(bundle: Bundle, patient: string): Bundle {
+  const copy = structuredClone(bundle);
+  for (const e of copy.entry ?? []) {
+    const r = e.resource as { resourceType: string; subject?: Reference };
+    if (['Observation', 'DiagnosticReport', 'Specimen'].includes(r.resourceType)) r.subject = { reference: patient };
+  }
+  return copy;
+}
+
+function safeParse(text: string): Hl7v2Message | undefined {
+  try {
+    return Hl7v2Message.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The first line of a text (MSH, BHS or FHS) as a Segment, to address an ACK when the message is unusable. */
+function headerSegment(text: string | undefined): Segment | undefined {
+  if (!text) return undefined;
+  const line = text.split(/\r\n|\r|\n/)[0] ?? '';
+  if (!/^(MSH|BHS|FHS)/.test(line)) return undefined;
+  let d: Delimiters;
+  try {
+    d = readDelimiters(line);
+  } catch {
+    return undefined;
+  }
+  const ctx = new Hl7Context('\r', d.field, d.component, d.repetition, d.escape, d.subcomponent);
+  return new Segment(Hl7Segment.parse(line, ctx), d, 1);
+}
+
+/** A batch of ACKs (BHS … BTS, inside FHS … FTS when the input was a file), answering a batch. */
+function wrapBatch(acks: string[], header: Segment | undefined, file: boolean): string {
+  const f = header?.d.field ?? '|';
+  const enc = header ? header.raw(2) : '^~\\&';
+  const swap = (name: string) => [`${name}${f}${enc}`, header?.raw(5) ?? '', header?.raw(6) ?? '', header?.raw(3) ?? '', header?.raw(4) ?? '', hl7Timestamp(new Date())].join(f);
+  const lines = [...(file ? [swap('FHS')] : []), swap('BHS'), ...acks, `BTS${f}${acks.length}`, ...(file ? [`FTS${f}1`] : [])];
+  return lines.join('\r');
+}
+
+/** Re-runs a logged message (after a mapping or configuration fix) as a new log entry pointing at it. */
+export async function replayMessage(deps: ProcessorDeps, id: string): Promise<{ id?: string; status: string; replies: string[] }> {
+  const original = await getMessage(deps.db, id);
+  if (!original) throw new Error(`message ${id} not found`);
+  const env = splitEnvelope(original.raw);
+  if (env.messages.length !== 1 || env.problems.length) {
+    throw new Error(`message ${id} holds ${env.messages.length} messages${env.problems.length ? ` and envelope defects (${env.problems.join('; ')})` : ''}; only single messages can be replayed`);
+  }
+  return processMessage(deps, env.messages[0]!, original.raw, { channel: original.channel, replayOf: original.replayOf ?? original.id, remoteAddress: 'replay' });
+}

@@ -1,0 +1,54 @@
+/**
+ * The HL7 v2 facade: inbound MLLP listener (ORU/OUL, ORM/OML, ADT → FHIR through the repository's
+ * transaction), message log admin routes. Outbound destinations (issue 7) will join here.
+ */
+import { readFileSync } from 'node:fs';
+import type { Bundle } from '@medplum/fhirtypes';
+import type { Facade, FacadeContext } from '../../src/facade.js';
+import { systemAccess } from '../../src/fhir/access.js';
+import type { Tx } from '../../src/db/database.js';
+import { messageAdminRoutes } from './inbound/admin-routes.js';
+import { startMllpListener, type MllpListener } from './inbound/listener.js';
+import { loadMappingConfig } from './inbound/mapping-config.js';
+import type { DevicePort, ProcessorDeps } from './inbound/processor.js';
+
+/** Builds what the inbound processor needs from a running Conflux. */
+export async function inboundDeps(ctx: Pick<FacadeContext, 'db' | 'router' | 'log' | 'config'>): Promise<ProcessorDeps> {
+  const mapping = loadMappingConfig(ctx.config.env.HL7_MAPPING_FILE);
+  let devices: DevicePort | undefined;
+  try {
+    devices = (await import('../../src/devices/index.js')) as unknown as DevicePort;
+  } catch {
+    ctx.log.warn('src/devices not available: device readings without a patient are held in the message log only');
+  }
+  return {
+    db: ctx.db,
+    mapping: () => mapping,
+    devices,
+    log: ctx.log,
+    transact: async (bundle: Bundle, tx: Tx) => {
+      const res = await ctx.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: bundle, access: systemAccess('hl7v2'), tx });
+      return res.resource as Bundle;
+    },
+  };
+}
+
+export const facade: Facade = {
+  name: 'hl7v2',
+  async start(ctx: FacadeContext) {
+    const deps = await inboundDeps(ctx);
+    ctx.admin.use(messageAdminRoutes(deps));
+    let listener: MllpListener | undefined;
+    if (ctx.listen) {
+      const env = ctx.config.env;
+      listener = await startMllpListener(deps, {
+        port: ctx.config.mllpPort,
+        maxMessageBytes: env.MLLP_MAX_BYTES ? Number(env.MLLP_MAX_BYTES) : undefined,
+        idleTimeoutMs: env.MLLP_IDLE_TIMEOUT_MS ? Number(env.MLLP_IDLE_TIMEOUT_MS) : undefined,
+        tls: env.MLLP_TLS_CERT && env.MLLP_TLS_KEY ? { cert: readFileSync(env.MLLP_TLS_CERT), key: readFileSync(env.MLLP_TLS_KEY), ca: env.MLLP_TLS_CA ? readFileSync(env.MLLP_TLS_CA) : undefined, requestCert: !!env.MLLP_TLS_CA } : undefined,
+      });
+      ctx.log.info(`MLLP listening on port ${listener.port}${env.MLLP_TLS_CERT ? ' (TLS)' : ''}`);
+    }
+    return { stop: async () => listener?.close() };
+  },
+};

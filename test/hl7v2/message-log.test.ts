@@ -1,0 +1,65 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findDuplicate, getMessage, listMessages, recordMessage, updateMessage } from '../../src/messages/message-log.js';
+import { DB_KINDS, openTestDb, type TestDb } from './test-db.js';
+
+describe.each(DB_KINDS)('message log (%s)', (kind) => {
+  let t: TestDb;
+  beforeAll(async () => {
+    t = await openTestDb(kind);
+  });
+  afterAll(async () => t?.close());
+
+  it('keeps the raw bytes exactly, and finds entries by status, type, control id, patient and time', async () => {
+    const raw = Buffer.from([0xef, 0xbb, 0xbf, 0x4d, 0x53, 0x48, 0x0d, 0x00, 0xff]);
+    const id = await recordMessage(t.db, {
+      channel: 'mllp',
+      direction: 'in',
+      raw,
+      sender: 'LAB^HOSP',
+      controlId: 'C1',
+      messageType: 'ORU^R01^ORU_R01',
+      version: '2.5.1',
+    });
+    const got = await getMessage(t.db, id);
+    expect(got?.raw.equals(raw)).toBe(true);
+    expect(got?.status).toBe('received');
+    expect(got?.processedAt).toBeNull();
+
+    await updateMessage(t.db, id, {
+      status: 'processed',
+      ack: 'MSH|...',
+      resourceRefs: ['Patient/p1', 'Observation/o1'],
+      patientRefs: ['Patient/p1'],
+    });
+    const other = await recordMessage(t.db, { channel: 'serial', direction: 'in', raw: 'H|\\^&', status: 'error', error: 'bad checksum' });
+
+    expect((await listMessages(t.db, { status: 'processed' })).map((m) => m.id)).toEqual([id]);
+    expect((await listMessages(t.db, { type: 'ORU' })).map((m) => m.id)).toEqual([id]);
+    expect((await listMessages(t.db, { type: 'ORU^R01' })).map((m) => m.id)).toEqual([id]);
+    expect(await listMessages(t.db, { type: 'ORU^R0' })).toEqual([]);
+    expect((await listMessages(t.db, { controlId: 'C1' })).map((m) => m.id)).toEqual([id]);
+    expect((await listMessages(t.db, { patient: 'p1' })).map((m) => m.id)).toEqual([id]);
+    expect((await listMessages(t.db, { channel: 'serial' })).map((m) => m.id)).toEqual([other]);
+    expect((await listMessages(t.db, {})).map((m) => m.id)).toEqual([other, id]);
+    expect(await listMessages(t.db, { since: new Date(Date.now() + 60_000) })).toEqual([]);
+    const first = (await listMessages(t.db, { limit: 1 }))[0]!;
+    expect((await listMessages(t.db, { beforeSeq: first.seq })).map((m) => m.id)).toEqual([id]);
+    const processed = await getMessage(t.db, id);
+    expect(processed?.processedAt).not.toBeNull();
+    expect(processed?.resourceRefs).toEqual(['Patient/p1', 'Observation/o1']);
+  });
+
+  it('finds an earlier message with the same sender and control id, preferring a processed one', async () => {
+    const a = await recordMessage(t.db, { channel: 'mllp', direction: 'in', raw: 'x', sender: 'S^F', controlId: 'D1', status: 'error' });
+    expect((await findDuplicate(t.db, 'S^F', 'D1'))?.id).toBe(a);
+    const b = await recordMessage(t.db, { channel: 'mllp', direction: 'in', raw: 'x', sender: 'S^F', controlId: 'D1', status: 'processed' });
+    await recordMessage(t.db, { channel: 'mllp', direction: 'in', raw: 'x', sender: 'S^F', controlId: 'D1', status: 'error' });
+    expect((await findDuplicate(t.db, 'S^F', 'D1'))?.id).toBe(b);
+    expect(await findDuplicate(t.db, 'OTHER^F', 'D1')).toBeNull();
+    expect(await findDuplicate(t.db, 'S^F', 'D1', { channel: 'serial' })).toBeNull();
+  });
+
+  it('says which message is missing when updating an unknown id', async () => {
+    await expect(updateMessage(t.db, 'nope', { status: 'processed' })).rejects.toThrow(/message nope not found/);
+  });
+});
