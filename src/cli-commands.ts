@@ -45,9 +45,9 @@ const camelFlags = (a: CliArgs, omit: string[] = []) => {
 
 export const CLI_COMMANDS: CliCommand[] = [
   { words: 'status', summary: 'server status', method: 'GET', path: () => '/admin/status' },
-  { words: 'messages list', summary: 'HL7 v2 message log (--status, --type, --control-id, --patient, --since, --direction)', method: 'GET', path: () => '/admin/messages' },
+  { words: 'messages list', summary: 'message log (--status, --type, --control-id, --sender, --patient, --channel, --since, --until, --limit)', method: 'GET', path: () => '/admin/messages' },
   { words: 'messages show', summary: 'one logged message with its raw bytes and ACK', method: 'GET', path: (a) => `/admin/messages/${need(a, 'message id')}` },
-  { words: 'messages replay', summary: 'replay one message (<id>) or every dead/error message (--all [--destination NAME])', method: 'POST', path: (a) => (a.positional[0] ? `/admin/messages/${need(a, 'message id')}/replay` : '/admin/messages/replay'), body: flagsOnly },
+  { words: 'messages replay', summary: 're-run a logged inbound message (<id>) after a mapping or config fix', method: 'POST', path: (a) => `/admin/messages/${need(a, 'message id')}/replay` },
   // SMART (smart/admin.ts). --jwks-file is read here, on the operator's side: the server never opens paths it is given.
   { words: 'client add', summary: 'register a SMART client (--name, --redirect-uri (repeatable), --launch-uri, --confidential, --jwks-url or --jwks-file, --scope); prints client_id (and secret)', method: 'POST', path: () => '/admin/clients', body: smartClientBody },
   { words: 'client list', summary: 'registered SMART clients', method: 'GET', path: () => '/admin/clients' },

@@ -73,7 +73,9 @@ async function call(base: string, token: string, cmd: CliCommand, args: CliArgs)
   const init: RequestInit = { method: cmd.method, headers: { authorization: `Bearer ${token}` } };
   if (cmd.method === 'GET') {
     const q = new URLSearchParams();
-    for (const [k, v] of Object.entries(args.flags)) if (k !== 'json') for (const x of [v].flat()) q.append(k, String(x));
+    // --control-id → controlId: flags are kebab-case, the admin API's parameters camelCase.
+    const camel = (k: string) => k.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+    for (const [k, v] of Object.entries(args.flags)) if (k !== 'json') for (const x of [v].flat()) q.append(camel(k), String(x));
     if ([...q].length) url += `?${q}`;
   } else {
     init.body = JSON.stringify(cmd.body ? cmd.body(args) : {});

@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -84,9 +85,10 @@ describe('conflux CLI', () => {
     expect((JSON.parse(r.stdout) as { pid: number }).pid).not.toBe(process.pid);
   });
 
-  it('manages devices and associations through the running server (device add / associate / list / release)', async () => {
+  it('operates a running server: device add / associate / list / release, messages list / show / replay', async () => {
     const port = 30000 + Math.floor(Math.random() * 20000);
-    const env = { DATA_DIR: mkdtempSync(path.join(os.tmpdir(), 'conflux-dev-')), PORT: String(port), MLLP_PORT: '0', DICOM_PORT: '0', AUTH: 'off' };
+    const mllpPort = port + 1;
+    const env = { DATA_DIR: mkdtempSync(path.join(os.tmpdir(), 'conflux-dev-')), PORT: String(port), MLLP_PORT: String(mllpPort), DICOM_PORT: '0', AUTH: 'off' };
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], { cwd: root, env: { ...process.env, ...env }, stdio: 'ignore' });
     try {
       await waitFor(`http://127.0.0.1:${port}/healthz`);
@@ -97,11 +99,42 @@ describe('conflux CLI', () => {
       });
       expect(put.status).toBe(201);
       deviceCommands(env);
+      await messageCommands(env, mllpPort);
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
     }
   });
+
+  async function messageCommands(env: Record<string, string>, mllpPort: number): Promise<void> {
+    const msg = [
+      'MSH|^~\\&|LAB|NORTH|CONFLUX|HOSP|20260101120000||ADT^A04^ADT_A01|CLI-1|P|2.5.1',
+      'PID|1||CLI-MRN-1^^^HOSP^MR||Cli^Test||19700101|F',
+    ].join('\r');
+    const ack = await new Promise<string>((resolve, reject) => {
+      const s = net.connect(mllpPort, '127.0.0.1', () => s.write(Buffer.concat([Buffer.from([0x0b]), Buffer.from(msg), Buffer.from([0x1c, 0x0d])])));
+      let got = '';
+      s.on('data', (d) => {
+        got += d.toString('latin1');
+        if (got.includes('\x1c\r')) {
+          s.end();
+          resolve(got);
+        }
+      });
+      s.on('error', reject);
+    });
+    expect(ack).toContain('MSA|AA|CLI-1');
+    const list = conflux(['messages', 'list', '--control-id', 'CLI-1', '--json'], env);
+    expect(list.code, list.stderr + list.stdout).toBe(0);
+    const listed = JSON.parse(list.stdout) as { messages?: Array<{ id: string; status: string }> } | Array<{ id: string; status: string }>;
+    const rows = Array.isArray(listed) ? listed : (listed.messages ?? []);
+    expect(rows).toHaveLength(1);
+    expect(rows[0].status).toBe('processed');
+    const shown = conflux(['messages', 'show', rows[0].id, '--json'], env);
+    expect(shown.stdout).toContain('CLI-MRN-1');
+    const replay = conflux(['messages', 'replay', rows[0].id, '--json'], env);
+    expect(replay.code, replay.stdout).toBe(0);
+  }
 
   function deviceCommands(env: Record<string, string>): void {
     const added = conflux(['device', 'add', '--name', 'Bed 4 monitor', '--serial-number', 'SN-123', '--json'], env);
