@@ -1,7 +1,7 @@
 import type { CapabilityStatement, CapabilityStatementRestResource, CapabilityStatementRestSecurity } from '@medplum/fhirtypes';
 import { getResourceTypes } from '@medplum/core';
 import { loadFhirDefinitions } from './definitions.js';
-import * as search from './search/index.js';
+import { supportedSearchParams } from './search/index.js';
 import type { FhirRouter } from './router.js';
 
 export interface CapabilityOptions {
@@ -20,8 +20,6 @@ const TYPE_INTERACTIONS: TypeInteraction[] = [
 /** Built from the running router and search engine, so it states what the code does, not what a file claims. */
 export function buildCapabilityStatement(router: FhirRouter, opts: CapabilityOptions): CapabilityStatement {
   loadFhirDefinitions();
-  const supportedParams = (search as { supportedSearchParams?: (type: string) => Array<{ name: string; type: string; definition?: string }> })
-    .supportedSearchParams;
   const resource: CapabilityStatementRestResource[] = (getResourceTypes() as string[])
     .filter((t) => t !== 'Resource' && t !== 'DomainResource')
     .sort()
@@ -36,7 +34,7 @@ export function buildCapabilityStatement(router: FhirRouter, opts: CapabilityOpt
       conditionalUpdate: true,
       conditionalDelete: 'multiple',
       referencePolicy: ['literal', 'local'],
-      searchParam: supportedParams?.(type).map((p) => ({
+      searchParam: supportedSearchParams(type).map((p) => ({
         name: p.name,
         type: p.type as 'string',
         ...(p.definition ? { definition: p.definition } : {}),

@@ -2,7 +2,7 @@ import type { Bundle, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import type { Tx } from '../db/database.js';
 import type { AccessPolicy, Interaction } from './access.js';
 import { readHistory } from './history.js';
-import { allOk, badRequest, FhirError, notFound } from './outcome.js';
+import { allOk, badRequest, FhirError, forbidden, notFound } from './outcome.js';
 import { type Repository, type SearchParams, type StoredVersion, versionHeaders } from './repository.js';
 import { searchResources } from './search/index.js';
 import { assertResourceType } from './validation.js';
@@ -262,6 +262,11 @@ async function assertCurrentVisible(req: FhirRequest, ctx: RouterContext, type: 
 const historyHandler: Handler = async (req, { type, id }, ctx) => {
   if (type) check(req, type, 'history');
   const access = req.access.searchAccess();
+  // History rows are not filtered by granular (query-restricted) scopes; type-level history is refused by the
+  // policy's assertType, system-level history must be refused here.
+  if (!type && access?.typeCriteria && Object.keys(access.typeCriteria).length) {
+    throw forbidden(`System-level history is not available to a token with query-restricted scopes (${Object.keys(access.typeCriteria).join(', ')})`);
+  }
   const allowed = access?.allowedTypes;
   const bundle = await readHistory(req.tx ?? ctx.repo.db, {
     resourceType: type,
@@ -295,5 +300,7 @@ async function runSearch(req: FhirRequest, ctx: RouterContext, type: string | un
     baseUrl: ctx.baseUrl,
     handling,
     access: req.access.searchAccess(),
+    defaultCount: ctx.defaultPageSize,
+    maxCount: ctx.maxPageSize,
   });
 }

@@ -1,0 +1,367 @@
+/**
+ * Runs a parsed search: one SQL query for the page of matches (plus one for the total when asked), then the
+ * _include/_revinclude targets through the reference index, all under the caller's access restrictions.
+ */
+import type { Bundle, BundleEntry, BundleLink, OperationOutcome, Resource } from '@medplum/fhirtypes';
+import type { Queryable } from '../../db/database.js';
+import { badRequest } from '../outcome.js';
+import type { SearchAccess, SearchRequest } from './index.js';
+import { paramsOf } from './definitions.js';
+import { parseFilter, parseSearch, UnknownParameterError } from './parse.js';
+import type { IncludeSpec, ParsedSearch } from './parse.js';
+import { Sql, filterCondition } from './query.js';
+import { applySummary } from './summary.js';
+import { SORT_ROW_TYPES } from './extract.js';
+import { allResourceTypes } from './types.js';
+
+export const DEFAULT_COUNT = 20;
+export const MAX_COUNT = 1000;
+
+interface Row {
+  resource_type: string;
+  id: string;
+  content: string;
+}
+
+/** WHERE conditions (on alias `r`) that restrict what the caller may see. */
+function accessConditions(access: SearchAccess | undefined, types: string[], sql: Sql, alias = 'r'): string[] {
+  const conds: string[] = [];
+  if (!access) return conds;
+  if (access.patientCompartments) {
+    conds.push(`${alias}.compartments && ${sql.p(access.patientCompartments)}::text[]`);
+  }
+  if (access.typeCriteria) {
+    for (const type of types) {
+      const alternatives = access.typeCriteria[type];
+      if (!alternatives) continue;
+      // Each alternative (one granted scope) is an AND of criteria; any one alternative grants visibility.
+      const alts = alternatives.map((criteria) => {
+        const parts = criteria.map(([name, value]) => {
+          let f;
+          try {
+            f = parseFilter(type, name, value);
+          } catch (e) {
+            if (e instanceof UnknownParameterError) throw new Error(`access criterion ${type}?${name}: ${e.message}`);
+            throw e;
+          }
+          return filterCondition(f, alias, [type], sql);
+        });
+        return parts.length ? `(${parts.join(' AND ')})` : 'true';
+      });
+      const granted = alts.length ? `(${alts.join(' OR ')})` : 'false';
+      conds.push(types.length === 1 ? granted : `(${alias}.resource_type <> ${sql.p(type)} OR ${granted})`);
+    }
+  }
+  return conds;
+}
+
+function visibleTypes(types: string[], access: SearchAccess | undefined): string[] {
+  const allowed = access?.allowedTypes;
+  if (!allowed || allowed === '*') return types;
+  return types.filter((t) => allowed.has(t));
+}
+
+interface MatchQuery {
+  sql: Sql;
+  from: string;
+  where: string;
+  orderBy: string;
+}
+
+/**
+ * How the first sort key is handled when it has rows in search_sort (dates, numbers): 'inner' joins them so
+ * PostgreSQL can walk the (code, hi/lo) index in order and stop after one page; 'missing' selects the resources
+ * that lack the key (sorted after all others). 'left' is a plain LEFT JOIN (system-level search).
+ */
+type FirstKeyMode = 'inner' | 'missing' | 'left';
+
+const SORT_EXPR: Record<string, [string, string]> = {
+  string: ['search_string', 'value'],
+  token: ['search_token', 'value'],
+  reference: ['search_reference', "COALESCE(target_type || '/', '') || target_id"],
+  uri: ['search_uri', 'value'],
+};
+
+function buildMatchQuery(
+  parsed: ParsedSearch,
+  types: string[],
+  access: SearchAccess | undefined,
+  baseUrl: string,
+  firstKey: FirstKeyMode = 'left',
+): MatchQuery {
+  const sql = new Sql(baseUrl);
+  const where: string[] = [
+    types.length === 1 ? `r.resource_type = ${sql.p(types[0])}` : `r.resource_type = ANY(${sql.p(types)}::text[])`,
+    'NOT r.deleted',
+  ];
+  for (const f of parsed.filters) where.push(filterCondition(f, 'r', types, sql));
+  where.push(...accessConditions(access, types, sql));
+  const joins: string[] = [];
+  const order: string[] = [];
+  let idDir = 'ASC';
+  parsed.sort.forEach((key, i) => {
+    const dir = key.descending ? 'DESC' : 'ASC';
+    const a = `s${i}`;
+    if (key.def.column === 'id') order.push(`r.id ${dir}`);
+    else if (key.def.column === 'last_updated') order.push(`r.last_updated ${dir}`);
+    else if (SORT_ROW_TYPES.has(key.def.type)) {
+      const col = key.descending ? 'hi' : 'lo';
+      if (i === 0 && firstKey === 'inner') {
+        joins.push(`JOIN search_sort ${a} ON ${a}.resource_type = ${sql.p(types[0])} AND ${a}.code = ${sql.p(key.def.code)} AND ${a}.id = r.id`);
+        order.push(`${a}.${col} ${dir}`);
+        idDir = dir; // same direction as the index, so the walk needs no extra sort
+      } else if (i === 0 && firstKey === 'missing') {
+        // correlated NOT EXISTS: an anti-join probing (resource_type, id, code), not a scan of every sort row
+        where.push(`NOT EXISTS (SELECT 1 FROM search_sort x WHERE x.resource_type = r.resource_type AND x.id = r.id AND x.code = ${sql.p(key.def.code)})`);
+      } else {
+        joins.push(`LEFT JOIN search_sort ${a} ON ${a}.resource_type = r.resource_type AND ${a}.id = r.id AND ${a}.code = ${sql.p(key.def.code)}`);
+        order.push(`${a}.${col} ${dir} NULLS LAST`);
+      }
+    } else {
+      const [table, expr] = SORT_EXPR[key.def.type];
+      order.push(
+        `(SELECT ${key.descending ? 'max' : 'min'}(${expr}) FROM ${table} x WHERE x.resource_type = r.resource_type ` +
+          `AND x.id = r.id AND x.code = ${sql.p(key.def.code)}) ${dir} NULLS LAST`,
+      );
+    }
+  });
+  // id (and type) last: a total order, so pages never overlap or skip
+  if (types.length > 1) order.push('r.resource_type');
+  if (!parsed.sort.some((k) => k.def.column === 'id')) order.push(`r.id ${idDir}`);
+  return { sql, from: `resource r ${joins.join(' ')}`, where: where.join('\n  AND '), orderBy: order.join(', ') };
+}
+
+async function fetchPage(db: Queryable, q: MatchQuery, limit: number, offset: number): Promise<Row[]> {
+  const params = [...q.sql.params, limit, offset];
+  const n = q.sql.params.length;
+  const rows = await db.query<Row>(
+    `SELECT r.resource_type, r.id, r.content FROM ${q.from}\nWHERE ${q.where}\nORDER BY ${q.orderBy}\nLIMIT $${n + 1} OFFSET $${n + 2}`,
+    params,
+  );
+  return rows.rows;
+}
+
+/**
+ * One page of matches (count + 1 rows, to know whether a next page exists). When the first sort key has
+ * sort rows, resources having it are paged from its index and the ones lacking it follow.
+ */
+async function matchPage(
+  db: Queryable,
+  parsed: ParsedSearch,
+  types: string[],
+  req: SearchRequest,
+  count: number,
+): Promise<Row[]> {
+  const first = parsed.sort[0];
+  const twoPhase = types.length === 1 && first && !first.def.column && SORT_ROW_TYPES.has(first.def.type);
+  if (!twoPhase) return fetchPage(db, buildMatchQuery(parsed, types, req.access, req.baseUrl), count + 1, parsed.offset);
+  const qa = buildMatchQuery(parsed, types, req.access, req.baseUrl, 'inner');
+  const a = await fetchPage(db, qa, count + 1, parsed.offset);
+  if (a.length > count) return a;
+  const haveKey = a.length > 0 ? parsed.offset + a.length : await countMatches(db, { ...qa, where: qa.where, from: qa.from }, 'accurate');
+  const qb = buildMatchQuery(parsed, types, req.access, req.baseUrl, 'missing');
+  const b = await fetchPage(db, qb, count + 1 - a.length, Math.max(0, parsed.offset - haveKey));
+  return [...a, ...b];
+}
+
+async function countMatches(db: Queryable, q: MatchQuery, mode: 'estimate' | 'accurate'): Promise<number> {
+  const countSql = `SELECT count(*)::bigint AS n FROM ${q.from} WHERE ${q.where}`;
+  if (mode === 'estimate') {
+    const r = await db.query<{ 'QUERY PLAN': unknown }>(`EXPLAIN (FORMAT JSON) ${countSql.replace('count(*)::bigint AS n', 'r.id')}`, q.sql.params);
+    const raw = r.rows[0]['QUERY PLAN'];
+    const plan = (typeof raw === 'string' ? JSON.parse(raw) : raw) as Array<{ Plan: { 'Plan Rows': number } }>;
+    return Math.round(plan[0].Plan['Plan Rows']);
+  }
+  const r = await db.query<{ n: number | string }>(countSql, q.sql.params);
+  return Number(r.rows[0].n);
+}
+
+/** Resolves the searched types of a request (type-level, or `_type` for system-level). */
+function requestTypes(req: SearchRequest): string[] {
+  if (req.resourceType) {
+    if (paramsOf(req.resourceType).size === 0) throw badRequest(`Unknown resource type "${req.resourceType}"`);
+    return [req.resourceType];
+  }
+  const typeParam = req.params.filter(([k]) => k === '_type').flatMap(([, v]) => v.split(','));
+  const types = typeParam.map((t) => t.trim()).filter(Boolean);
+  for (const t of types) if (paramsOf(t).size === 0) throw badRequest(`_type: unknown resource type "${t}"`, '_type');
+  return types.length ? [...new Set(types)] : allResourceTypes();
+}
+
+function pageLinks(req: SearchRequest, offset: number, count: number, hasNext: boolean): BundleLink[] {
+  const path = `${req.baseUrl.replace(/\/+$/, '')}${req.resourceType ? '/' + req.resourceType : ''}`;
+  const base = req.params.filter(([k]) => k !== '_offset' && k !== '_count');
+  const url = (o: number): string => {
+    const qs = new URLSearchParams([...base, ['_count', String(count)], ['_offset', String(o)]]);
+    return `${path}?${qs.toString()}`;
+  };
+  const links: BundleLink[] = [{ relation: 'self', url: url(offset) }, { relation: 'first', url: url(0) }];
+  if (offset > 0) links.push({ relation: 'previous', url: url(Math.max(0, offset - count)) });
+  if (hasNext) links.push({ relation: 'next', url: url(offset + count) });
+  return links;
+}
+
+export async function runSearch(db: Queryable, req: SearchRequest): Promise<Bundle> {
+  const requested = requestTypes(req);
+  const parsed = parseSearch(requested, req.params);
+  if (parsed.unknown.length && req.handling === 'strict') {
+    throw badRequest(parsed.unknown.map(([, msg]) => msg).join('; '), parsed.unknown[0][0]);
+  }
+  const maxCount = req.maxCount ?? MAX_COUNT;
+  const count = Math.min(parsed.count ?? req.defaultCount ?? DEFAULT_COUNT, maxCount);
+  const types = visibleTypes(requested, req.access);
+  const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset' };
+  const entries: BundleEntry[] = [];
+  let matches: Row[] = [];
+  let hasNext = false;
+  let q: MatchQuery | undefined;
+  if (types.length) {
+    const countOnly = parsed.summary === 'count' || count === 0;
+    if (!countOnly) {
+      const rows = await matchPage(db, parsed, types, req, count);
+      matches = rows.slice(0, count);
+      hasNext = rows.length > count;
+    }
+    const totalMode = parsed.total ?? (countOnly ? 'accurate' : undefined);
+    if (totalMode === 'accurate' || totalMode === 'estimate') {
+      q = buildMatchQuery({ ...parsed, sort: [] }, types, req.access, req.baseUrl);
+      bundle.total = await countMatches(db, q, totalMode);
+    } else if (totalMode === undefined && !hasNext && !countOnly && (matches.length > 0 || parsed.offset === 0)) {
+      bundle.total = parsed.offset + matches.length;
+    }
+  } else if (parsed.total !== 'none') {
+    bundle.total = 0;
+  }
+  const base = req.baseUrl.replace(/\/+$/, '');
+  for (const row of matches) {
+    const resource = applySummary(JSON.parse(row.content) as Resource, parsed.summary, parsed.elements);
+    entries.push({ fullUrl: `${base}/${row.resource_type}/${row.id}`, resource, search: { mode: 'match' } });
+  }
+  if (matches.length && (parsed.include.length || parsed.revinclude.length)) {
+    const included = await loadIncludes(db, parsed, matches, req.access);
+    for (const row of included) {
+      entries.push({
+        fullUrl: `${base}/${row.resource_type}/${row.id}`,
+        resource: JSON.parse(row.content) as Resource,
+        search: { mode: 'include' },
+      });
+    }
+  }
+  if (parsed.unknown.length) {
+    const oo: OperationOutcome = {
+      resourceType: 'OperationOutcome',
+      issue: parsed.unknown.map(([name, msg]) => ({
+        severity: 'warning',
+        code: 'not-supported',
+        diagnostics: `${msg}; parameter ignored`,
+        expression: [name],
+      })),
+    };
+    entries.push({ resource: oo, search: { mode: 'outcome' } });
+  }
+  bundle.link = pageLinks(req, parsed.offset, count, hasNext);
+  if (entries.length) bundle.entry = entries;
+  return bundle;
+}
+
+type Key = string; // `${type}/${id}`
+
+/** Ids of matches for conditional interactions (strict: an unknown parameter is an error, never ignored). */
+export async function runSearchIds(db: Queryable, resourceType: string, params: Array<[string, string]>, limit: number): Promise<string[]> {
+  if (paramsOf(resourceType).size === 0) throw badRequest(`Unknown resource type "${resourceType}"`);
+  const parsed = parseSearch([resourceType], params);
+  if (parsed.unknown.length) throw badRequest(parsed.unknown.map(([, m]) => m).join('; '), parsed.unknown[0][0]);
+  const q = buildMatchQuery({ ...parsed, sort: [] }, [resourceType], undefined, '');
+  const rows = await db.query<{ id: string }>(
+    `SELECT r.id FROM ${q.from} WHERE ${q.where} ORDER BY r.id LIMIT ${q.sql.p(limit)}`,
+    q.sql.params,
+  );
+  return rows.rows.map((r) => r.id);
+}
+
+async function loadByKeys(db: Queryable, keys: Key[], access: SearchAccess | undefined): Promise<Row[]> {
+  if (keys.length === 0) return [];
+  const pairs = keys.map((k) => k.split('/'));
+  const byType = new Map<string, string[]>();
+  for (const [t, id] of pairs) byType.set(t, [...(byType.get(t) ?? []), id]);
+  const types = visibleTypes([...byType.keys()], access);
+  if (types.length === 0) return [];
+  const sql = new Sql();
+  const conds = accessConditions(access, types, sql);
+  const typeArr: string[] = [];
+  const idArr: string[] = [];
+  for (const t of types) for (const id of byType.get(t)!) {
+    typeArr.push(t);
+    idArr.push(id);
+  }
+  const rows = await db.query<Row>(
+    `SELECT r.resource_type, r.id, r.content FROM resource r
+     JOIN unnest(${sql.p(typeArr)}::text[], ${sql.p(idArr)}::text[]) AS k(rt, rid) ON r.resource_type = k.rt AND r.id = k.rid
+     WHERE NOT r.deleted${conds.map((c) => ` AND ${c}`).join('')}
+     ORDER BY r.resource_type, r.id`,
+    sql.params,
+  );
+  return rows.rows;
+}
+
+/** Targets of `_include` specs whose source type is among `rows`. */
+async function includeTargets(db: Queryable, specs: IncludeSpec[], rows: Row[]): Promise<Set<Key>> {
+  const out = new Set<Key>();
+  for (const spec of specs) {
+    const sources = rows.filter((r) => spec.sourceType === '*' || r.resource_type === spec.sourceType);
+    if (sources.length === 0) continue;
+    const sql = new Sql();
+    const conds = [
+      `(resource_type, id) IN (SELECT * FROM unnest(${sql.p(sources.map((r) => r.resource_type))}::text[], ${sql.p(sources.map((r) => r.id))}::text[]))`,
+      'target_type IS NOT NULL',
+    ];
+    if (spec.param !== '*') conds.push(`code = ${sql.p(spec.param)}`);
+    if (spec.targetType) conds.push(`target_type = ${sql.p(spec.targetType)}`);
+    const res = await db.query<{ target_type: string; target_id: string }>(
+      `SELECT DISTINCT target_type, target_id FROM search_reference WHERE ${conds.join(' AND ')}`,
+      sql.params,
+    );
+    for (const r of res.rows) out.add(`${r.target_type}/${r.target_id}`);
+  }
+  return out;
+}
+
+/** Resources of `_revinclude` specs that refer to one of `rows`. */
+async function revincludeSources(db: Queryable, specs: IncludeSpec[], rows: Row[]): Promise<Set<Key>> {
+  const out = new Set<Key>();
+  for (const spec of specs) {
+    const sql = new Sql();
+    const conds = [
+      `(target_type, target_id) IN (SELECT * FROM unnest(${sql.p(rows.map((r) => r.resource_type))}::text[], ${sql.p(rows.map((r) => r.id))}::text[]))`,
+    ];
+    if (spec.sourceType !== '*') conds.push(`resource_type = ${sql.p(spec.sourceType)}`);
+    if (spec.param !== '*') conds.push(`code = ${sql.p(spec.param)}`);
+    const res = await db.query<{ resource_type: string; id: string }>(
+      `SELECT DISTINCT resource_type, id FROM search_reference WHERE ${conds.join(' AND ')}`,
+      sql.params,
+    );
+    for (const r of res.rows) out.add(`${r.resource_type}/${r.id}`);
+  }
+  return out;
+}
+
+async function loadIncludes(db: Queryable, parsed: ParsedSearch, matches: Row[], access: SearchAccess | undefined): Promise<Row[]> {
+  const seen = new Set<Key>(matches.map((r) => `${r.resource_type}/${r.id}`));
+  const fresh = (keys: Set<Key>): Key[] => [...keys].filter((k) => !seen.has(k));
+  const first = new Set<Key>([
+    ...(await includeTargets(db, parsed.include.filter((s) => !s.iterate || s.sourceType === '*' || parsed.types.includes(s.sourceType)), matches)),
+    ...(await revincludeSources(db, parsed.revinclude, matches)),
+  ]);
+  const level1 = await loadByKeys(db, fresh(first), access);
+  for (const r of level1) seen.add(`${r.resource_type}/${r.id}`);
+  const iterInc = parsed.include.filter((s) => s.iterate);
+  const iterRev = parsed.revinclude.filter((s) => s.iterate);
+  if (!level1.length || (!iterInc.length && !iterRev.length)) return level1;
+  // :iterate — one more level, applied to what the first level included
+  const second = new Set<Key>([
+    ...(await includeTargets(db, iterInc, level1)),
+    ...(await revincludeSources(db, iterRev, level1)),
+  ]);
+  const level2 = await loadByKeys(db, fresh(second), access);
+  return [...level1, ...level2];
+}

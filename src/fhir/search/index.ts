@@ -1,0 +1,92 @@
+/**
+ * Search — public contract used by the repository, the REST router and the facades.
+ * The search module owns the index tables (migrations/010_search_index.sql) and keeps them
+ * current inside the writer's transaction. See docs/search.md.
+ *
+ * CONTRACT (do not change signatures without updating the callers in src/fhir/repository.ts):
+ */
+import type { Bundle, Resource } from '@medplum/fhirtypes';
+import type { Queryable, Tx } from '../../db/database.js';
+import { patientCompartmentsOf as compartmentsOf } from './compartments.js';
+import { initSearchDefinitions, paramsOf } from './definitions.js';
+import { runSearch, runSearchIds } from './execute.js';
+import { allResourceTypes } from './types.js';
+import { deleteIndex, writeIndex } from './writer.js';
+
+export interface SearchAccess {
+  /** When set, only resources in one of these patient compartments ('Patient/<id>') are visible. */
+  patientCompartments?: string[];
+  /** When set, only these resource types are visible (others are silently excluded, also from _include). */
+  allowedTypes?: Set<string> | '*';
+  /** Extra AND criteria per type from granular SMART v2 scopes, e.g. {Observation: [['category','...|vital-signs']]}. */
+  typeCriteria?: Record<string, Array<[string, string]>[]>;
+}
+
+export interface SearchRequest {
+  /** undefined → system-level search (`GET /fhir?_type=...`). */
+  resourceType?: string;
+  /** Raw query parameters, in order, repeated keys kept (AND). */
+  params: Array<[string, string]>;
+  /** FHIR base URL used for fullUrl and paging links, e.g. http://localhost:8080/fhir */
+  baseUrl: string;
+  /** Prefer: handling=strict → unknown params are a 400; lenient (default) → reported as an outcome entry. */
+  handling: 'strict' | 'lenient';
+  access?: SearchAccess;
+  /** Page size when _count is absent (default 20) and the largest _count honoured (default 1000). */
+  defaultCount?: number;
+  maxCount?: number;
+}
+
+/** Writes (replacing) every search index row of `resource` in the caller's transaction. */
+export async function indexResource(tx: Tx, resource: Resource): Promise<void> {
+  initSearchDefinitions();
+  await writeIndex(tx, resource);
+}
+
+/** Removes every index row of a resource (on delete). */
+export async function removeResourceIndex(tx: Tx, resourceType: string, id: string): Promise<void> {
+  await deleteIndex(tx, resourceType, id);
+}
+
+/** 'Patient/<id>' of every Patient compartment the resource belongs to (CompartmentDefinition patient). */
+export function patientCompartmentsOf(resource: Resource): string[] {
+  initSearchDefinitions();
+  return compartmentsOf(resource);
+}
+
+/** Runs a search and returns the searchset Bundle. Throws FhirError(400) on malformed input. */
+export async function searchResources(db: Queryable, req: SearchRequest): Promise<Bundle> {
+  initSearchDefinitions();
+  return runSearch(db, req);
+}
+
+/** Ids matching a search (for conditional create/update/delete and conditional references); at most `limit`. */
+export async function searchIds(
+  db: Queryable,
+  resourceType: string,
+  params: Array<[string, string]>,
+  limit: number,
+): Promise<string[]> {
+  initSearchDefinitions();
+  return runSearchIds(db, resourceType, params, limit);
+}
+
+export interface SupportedSearchParam {
+  name: string;
+  type: 'number' | 'date' | 'string' | 'token' | 'reference' | 'composite' | 'quantity' | 'uri' | 'special';
+  definition: string;
+  documentation?: string;
+}
+
+/** Every search parameter this server answers for a type, for the CapabilityStatement (rest.resource.searchParam). */
+export function supportedSearchParams(resourceType: string): SupportedSearchParam[] {
+  const out: SupportedSearchParam[] = [...paramsOf(resourceType).values()].map((p) => ({
+    name: p.code,
+    type: p.type,
+    definition: p.url,
+    ...(p.description ? { documentation: p.description } : {}),
+  }));
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+export { initSearchDefinitions, allResourceTypes };

@@ -1,0 +1,15 @@
+/**
+ * The public module of the core: what facades (facades/*) and the authorization server (smart/) may use.
+ * Anything not exported here is an implementation detail of src/.
+ */
+export type { Database, Queryable, Tx, QueryResult } from './db/database.js';
+export type { Config } from './config.js';
+export type { Facade, FacadeContext, Logger, RunningFacade } from './facade.js';
+export type { Runtime } from './runtime.js';
+export { type AccessPolicy, type Interaction, systemAccess } from './fhir/access.js';
+export { FhirError, outcome, allOk, badRequest, notFound, gone, conflict, preconditionFailed, forbidden } from './fhir/outcome.js';
+export { Repository, type ChangeEvent, type ChangeHook, type WriteResult, type StoredVersion, parseQuery, parseETag } from './fhir/repository.js';
+export { FhirRouter, type FhirRequest, type FhirResponse, type HttpMethod } from './fhir/router.js';
+export { loadFhirDefinitions } from './fhir/definitions.js';
+export { assertValidResource, isResourceType } from './fhir/validation.js';
+export { searchResources, searchIds, patientCompartmentsOf, type SearchAccess, type SearchRequest } from './fhir/search/index.js';
