@@ -60,6 +60,15 @@ export const CLI_COMMANDS: CliCommand[] = [
   { words: 'device release', summary: 'end a device association (--device ID [--end ISO])', method: 'POST', path: (a) => `/admin/devices/${flag(a, 'device')}/release`, body: (a) => camelFlags(a, ['device']) },
   { words: 'held list', summary: 'readings held for want of a patient-device association (--status held|assigned|discarded|all)', method: 'GET', path: () => '/admin/held-readings' },
   { words: 'held assign', summary: 'file a held reading to a patient (<id> --patient ID [--note TEXT])', method: 'POST', path: (a) => `/admin/held-readings/${need(a, 'held reading id')}/assign`, body: (a) => camelFlags(a) },
+  // HL7 v2 outbound (facades/hl7v2/outbound, docs/hl7v2-outbound.md).
+  { words: 'destination add', summary: 'add an HL7 v2 destination (--name --host --port --profile epic|cerner|generic --types ORU,ORM [--tls --tls-ca F --tls-cert F --tls-key F --tls-servername H --tls-insecure] [--filter "DiagnosticReport?category=LAB" (repeatable)] [--ack-timeout MS] [--retry-max-attempts N --retry-initial-ms MS --retry-max-ms MS] [--sending-application --sending-facility --receiving-application --receiving-facility --version --time-zone --option key=value (repeatable)] [--paused] [--replace])', method: 'POST', path: () => '/admin/outbound/destinations', body: destinationBody },
+  { words: 'destination list', summary: 'HL7 v2 destinations with queued/sending/delivered/dead counts', method: 'GET', path: () => '/admin/outbound/destinations' },
+  { words: 'destination show', summary: 'one destination (<name>)', method: 'GET', path: (a) => `/admin/outbound/destinations/${need(a, 'destination name')}` },
+  { words: 'destination pause', summary: 'stop sending to a destination (<name>); messages keep queueing', method: 'POST', path: (a) => `/admin/outbound/destinations/${need(a, 'destination name')}/pause` },
+  { words: 'destination resume', summary: 'resume sending to a destination (<name>)', method: 'POST', path: (a) => `/admin/outbound/destinations/${need(a, 'destination name')}/resume` },
+  { words: 'outbound list', summary: 'outbound HL7 v2 messages (--destination NAME --state queued,sending,delivered,dead --patient ID --limit N --before ID --payload true)', method: 'GET', path: () => '/admin/outbound/messages' },
+  { words: 'outbound show', summary: 'one outbound message (<id>) with the bytes sent and the ACK received', method: 'GET', path: (a) => `/admin/outbound/messages/${need(a, 'outbound message id')}` },
+  { words: 'outbound replay', summary: 'resend one outbound message (<id>) or every dead one (--all [--destination NAME] [--state dead|delivered]); --rebuild builds it again from the current resources', method: 'POST', path: (a) => (a.positional[0] ? `/admin/outbound/messages/${need(a, 'outbound message id')}/replay` : '/admin/outbound/messages/replay'), body: (a) => ({ destination: a.flags.destination, state: a.flags.state, rebuild: a.flags.rebuild === true || a.flags.rebuild === 'true' }) },
 ];
 
 function smartClientBody(a: CliArgs): unknown {
@@ -82,5 +91,36 @@ function smartClientBody(a: CliArgs): unknown {
     jwks_url: f['jwks-url'],
     jwks,
     scope: f.scope === undefined ? undefined : [f.scope].flat().join(' '),
+  };
+}
+
+/** `destination add` flags → the destination JSON of the admin API (and of HL7_DESTINATIONS_FILE). */
+function destinationBody(a: CliArgs): unknown {
+  const f = a.flags;
+  const one = (k: string) => (f[k] === undefined ? undefined : String([f[k]].flat().at(-1)));
+  const num = (k: string) => (one(k) === undefined ? undefined : Number(one(k)));
+  const options: Record<string, string> = {};
+  const named: Record<string, string> = { 'sending-application': 'sendingApplication', 'sending-facility': 'sendingFacility', 'receiving-application': 'receivingApplication', 'receiving-facility': 'receivingFacility', version: 'version', 'time-zone': 'timeZone', 'processing-id': 'processingId' };
+  for (const [flagName, key] of Object.entries(named)) if (one(flagName) !== undefined) options[key] = one(flagName)!;
+  for (const kv of f.option === undefined ? [] : [f.option].flat()) {
+    const [k, ...v] = String(kv).split('=');
+    if (!k || v.length === 0) throw new Error(`--option needs key=value, got "${kv}"`);
+    options[k] = v.join('=');
+  }
+  const tlsWanted = f.tls !== undefined || f['tls-ca'] !== undefined || f['tls-cert'] !== undefined || f['tls-insecure'] !== undefined;
+  const retry = { maxAttempts: num('retry-max-attempts'), initialDelayMs: num('retry-initial-ms'), maxDelayMs: num('retry-max-ms') };
+  return {
+    name: one('name'),
+    host: one('host'),
+    port: num('port'),
+    profile: one('profile'),
+    types: one('types'),
+    filter: f.filter === undefined ? undefined : [f.filter].flat().map(String),
+    ackTimeoutMs: num('ack-timeout'),
+    retry: Object.values(retry).some((v) => v !== undefined) ? retry : undefined,
+    tls: tlsWanted ? { ca: one('tls-ca'), cert: one('tls-cert'), key: one('tls-key'), servername: one('tls-servername'), rejectUnauthorized: f['tls-insecure'] === undefined ? undefined : false } : undefined,
+    options: Object.keys(options).length ? options : undefined,
+    paused: f.paused === true || f.paused === 'true' ? true : undefined,
+    replace: f.replace === true || f.replace === 'true' ? true : undefined,
   };
 }
