@@ -1,16 +1,16 @@
 /**
  * The HL7 v2 facade: inbound MLLP listener (ORU/OUL, ORM/OML, ADT → FHIR through the repository's
- * transaction), message log admin routes. Outbound destinations (issue 7) will join here.
+ * transaction), message log admin routes, and the outbound destinations (outbox → MLLP toward the EHR).
  */
-import { readFileSync } from 'node:fs';
 import type { Bundle } from '@medplum/fhirtypes';
 import type { Facade, FacadeContext } from '../../src/facade.js';
 import { systemAccess } from '../../src/fhir/access.js';
 import type { Tx } from '../../src/db/database.js';
 import { messageAdminRoutes } from './inbound/admin-routes.js';
-import { startMllpListener, type MllpListener } from './inbound/listener.js';
+import { startMllpListener, tlsFromEnv, type MllpListener } from './inbound/listener.js';
 import { loadMappingConfig } from './inbound/mapping-config.js';
 import type { DevicePort, ProcessorDeps } from './inbound/processor.js';
+import { startOutbound } from './outbound/index.js';
 
 /** Builds what the inbound processor needs from a running Conflux. */
 export async function inboundDeps(ctx: Pick<FacadeContext, 'db' | 'router' | 'log' | 'config'>): Promise<ProcessorDeps> {
@@ -45,10 +45,16 @@ export const facade: Facade = {
         port: ctx.config.mllpPort,
         maxMessageBytes: env.MLLP_MAX_BYTES ? Number(env.MLLP_MAX_BYTES) : undefined,
         idleTimeoutMs: env.MLLP_IDLE_TIMEOUT_MS ? Number(env.MLLP_IDLE_TIMEOUT_MS) : undefined,
-        tls: env.MLLP_TLS_CERT && env.MLLP_TLS_KEY ? { cert: readFileSync(env.MLLP_TLS_CERT), key: readFileSync(env.MLLP_TLS_KEY), ca: env.MLLP_TLS_CA ? readFileSync(env.MLLP_TLS_CA) : undefined, requestCert: !!env.MLLP_TLS_CA } : undefined,
+        tls: tlsFromEnv(env),
       });
       ctx.log.info(`MLLP listening on port ${listener.port}${env.MLLP_TLS_CERT ? ' (TLS)' : ''}`);
     }
-    return { stop: async () => listener?.close() };
+    const outbound = await startOutbound(ctx);
+    return {
+      stop: async () => {
+        await listener?.close();
+        await outbound.stop();
+      },
+    };
   },
 };

@@ -2,6 +2,7 @@
  * The MLLP listener: TCP (or TLS) connections, framing, one message at a time per connection (ACKs go
  * back in order), idle timeouts, a maximum message size. Many connections run concurrently.
  */
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { frame, MllpDecoder } from '../mllp.js';
@@ -13,6 +14,28 @@ export interface ListenerOptions {
   maxMessageBytes?: number;
   idleTimeoutMs?: number;
   tls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer; requestCert?: boolean };
+}
+
+export type ListenerTls = NonNullable<ListenerOptions['tls']>;
+
+/**
+ * TLS settings from MLLP_TLS_CERT / MLLP_TLS_KEY / MLLP_TLS_CA. A half-done configuration is an error, not
+ * plain TCP: an operator who set a certificate expects encryption, and one who set a CA expects to refuse
+ * senders without a client certificate.
+ */
+export function tlsFromEnv(env: NodeJS.ProcessEnv): ListenerTls | undefined {
+  const { MLLP_TLS_CERT: cert, MLLP_TLS_KEY: key, MLLP_TLS_CA: ca } = env;
+  if (!cert && !key && !ca) return undefined;
+  const missing = [!cert && 'MLLP_TLS_CERT', !key && 'MLLP_TLS_KEY'].filter(Boolean);
+  if (missing.length) throw new Error(`MLLP over TLS is configured only in part: ${missing.join(' and ')} not set`);
+  const read = (name: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (e) {
+      throw new Error(`${name}: cannot read ${file}: ${(e as Error).message}`);
+    }
+  };
+  return { cert: read('MLLP_TLS_CERT', cert!), key: read('MLLP_TLS_KEY', key!), ca: ca ? read('MLLP_TLS_CA', ca) : undefined, requestCert: !!ca };
 }
 
 export interface MllpListener {
@@ -57,7 +80,28 @@ export async function startMllpListener(deps: ProcessorDeps, opts: ListenerOptio
       if (decoder.pendingBytes) deps.log.warn(`MLLP ${peer}: closed inside a frame (${decoder.pendingBytes} bytes lost)`);
     });
   };
-  const server = opts.tls ? tls.createServer(opts.tls, onConnection) : net.createServer(onConnection);
+  // With a CA, a client certificate is mandatory: requestCert alone would let certificate-less clients in
+  // if rejectUnauthorized were ever turned off, so both are explicit.
+  const server = opts.tls
+    ? tls.createServer({ ...opts.tls, requestCert: opts.tls.requestCert ?? !!opts.tls.ca, rejectUnauthorized: true }, onConnection)
+    : net.createServer(onConnection);
+  // Connections still in the TLS handshake are not in `sockets` yet; close() must end them too, or
+  // server.close() waits for the handshake timeout (120 s) of any idle or plain-TCP client.
+  const raw = new Set<net.Socket>();
+  if (opts.tls) {
+    server.on('connection', (s: net.Socket) => {
+      raw.add(s);
+      s.once('close', () => raw.delete(s));
+    });
+    // Without this, refused handshakes (plain TCP, no or untrusted client certificate) leave no trace.
+    // An untrusted client certificate is refused by Node after the handshake with a bare close ("socket
+    // hang up"); authorizationError says why.
+    server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => {
+      const peer = s.remoteAddress ? `${s.remoteAddress}:${s.remotePort}` : 'a client';
+      const why = s.authorizationError ? `client certificate refused (${String(s.authorizationError)})` : err.message.trim();
+      deps.log.warn(`MLLP ${peer}: TLS connection refused: ${why}`);
+    });
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host ?? '0.0.0.0', () => resolve());
@@ -68,6 +112,7 @@ export async function startMllpListener(deps: ProcessorDeps, opts: ListenerOptio
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
+        for (const s of raw) s.destroy();
         server.close(() => resolve());
       }),
   };

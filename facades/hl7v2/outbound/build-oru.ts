@@ -1,0 +1,152 @@
+/**
+ * DiagnosticReport + its Observations → ORU^R01 (one ORC/OBR with its OBX and NTE), the reverse of
+ * inbound/map-results.ts. A final Observation that no report lists goes out under an OBR built from the
+ * Observation's own code, because receivers file OBX only under an order.
+ */
+import type { DiagnosticReport, Encounter, Identifier, Observation, Patient, Quantity } from '@medplum/fhirtypes';
+import { comps, cwe, ei, esc, identifierTypeCode, nm, reps, ts, xcn } from './datatypes.js';
+import type { Dialect } from './profiles.js';
+import { msh, pid, pv1, segment } from './segments.js';
+
+export interface OruInput {
+  report?: DiagnosticReport;
+  observations: Observation[];
+  patient?: Patient;
+  encounter?: Encounter;
+  controlId: string;
+  at?: Date;
+}
+
+const REPORT_STATUS: Record<string, string> = {
+  final: 'F',
+  corrected: 'C',
+  amended: 'C',
+  appended: 'C',
+  partial: 'A',
+  preliminary: 'P',
+  registered: 'I',
+  cancelled: 'X',
+  'entered-in-error': 'X',
+};
+const OBS_STATUS: Record<string, string> = {
+  final: 'F',
+  corrected: 'C',
+  amended: 'C',
+  preliminary: 'P',
+  registered: 'I',
+  cancelled: 'X',
+  'entered-in-error': 'W',
+  unknown: '',
+};
+
+export function orderNumbers(ids: Identifier[] | undefined): { placer?: Identifier; filler?: Identifier } {
+  const list = ids ?? [];
+  const placer = list.find((i) => identifierTypeCode(i) === 'PLAC');
+  const filler = list.find((i) => identifierTypeCode(i) === 'FILL') ?? list.find((i) => i !== placer && !identifierTypeCode(i));
+  return { placer, filler };
+}
+
+export function buildOru(input: OruInput, d: Dialect): string {
+  const { report, observations, patient } = input;
+  const segs = [msh(d, { code: 'ORU', trigger: 'R01', structure: 'ORU_R01', controlId: input.controlId, at: input.at ?? new Date() })];
+  segs.push(pid(patient, d));
+  const visit = pv1(input.encounter, d);
+  if (visit) segs.push(visit);
+  const { placer, filler } = orderNumbers(report?.identifier);
+  segs.push(segment('ORC', ['RE', ei(placer, d), ei(filler, d)]));
+  const first = observations[0];
+  const obr: string[] = new Array(32).fill('');
+  obr[0] = '1';
+  obr[1] = ei(placer, d);
+  obr[2] = ei(filler, d);
+  obr[3] = cwe(report?.code ?? first?.code, d);
+  obr[6] = ts(report?.effectiveDateTime ?? report?.effectivePeriod?.start ?? first?.effectiveDateTime, d);
+  obr[21] = ts(report?.issued ?? first?.issued, d);
+  obr[23] = esc(report?.category?.find((c) => c.coding?.some((x) => x.system === 'http://terminology.hl7.org/CodeSystem/v2-0074'))?.coding?.[0]?.code);
+  obr[24] = REPORT_STATUS[report?.status ?? first?.status ?? ''] ?? '';
+  obr[31] = report?.resultsInterpreter?.[0] ? xcn(report.resultsInterpreter[0], d) : '';
+  segs.push(segment('OBR', obr));
+  let nte = 0;
+  if (report?.conclusion) for (const line of report.conclusion.split('\n')) segs.push(segment('NTE', [String(++nte), 'L', esc(line)]));
+  let setId = 0;
+  for (const o of observations) {
+    segs.push(obx(o, ++setId, d));
+    nte = 0;
+    // One NTE per note; inbound joins a note's NTE-3 repetitions with newlines, so a line per repetition.
+    for (const n of o.note ?? []) segs.push(segment('NTE', [String(++nte), 'L', reps(n.text.split('\n').map(esc))]));
+  }
+  for (const form of report?.presentedForm ?? []) {
+    if (!form.data) continue;
+    const [type, sub] = (form.contentType ?? 'application/octet-stream').split('/');
+    const code = comps('', esc(form.title ?? 'Report'));
+    segs.push(segment('OBX', [String(++setId), 'ED', code, '', comps('', esc(type?.toUpperCase() === 'APPLICATION' ? 'AP' : type?.toUpperCase()), esc(sub?.toUpperCase()), 'Base64', form.data), '', '', '', '', '', REPORT_STATUS[report?.status ?? ''] ?? 'F']));
+  }
+  return segs.join('\r');
+}
+
+/** The sub-id the inbound mapper folded into the result key (…#<code>#<OBX-4>), so a resend keys the same. */
+function subId(o: Observation): string {
+  const key = o.identifier?.find((i) => i.system === 'urn:conflux:hl7v2:result-key')?.value;
+  if (!key) return '';
+  return key.slice(key.lastIndexOf('#') + 1);
+}
+
+function units(q: Quantity | undefined, d: Dialect): string {
+  if (!q) return '';
+  const ucum = q.system === 'http://unitsofmeasure.org' && q.code;
+  if (d.units === 'text' || !ucum) return esc(q.unit ?? q.code);
+  return comps(esc(q.code), q.unit && q.unit !== q.code ? esc(q.unit) : '', 'UCUM');
+}
+
+function value(o: Observation, d: Dialect): { type: string; value: string; unit?: Quantity } {
+  if (o.valueQuantity) {
+    const q = o.valueQuantity;
+    if (q.comparator) {
+      if (d.comparatorType === 'ST') return { type: 'ST', value: esc(`${q.comparator}${nm(q.value)}`), unit: q };
+      return { type: 'SN', value: comps(esc(q.comparator), nm(q.value)), unit: q };
+    }
+    return { type: 'NM', value: nm(q.value), unit: q };
+  }
+  if (o.valueRange) return { type: 'SN', value: comps('', nm(o.valueRange.low?.value), '-', nm(o.valueRange.high?.value)), unit: o.valueRange.low ?? o.valueRange.high };
+  if (o.valueRatio) return { type: 'SN', value: comps('', nm(o.valueRatio.numerator?.value), ':', nm(o.valueRatio.denominator?.value)) };
+  if (o.valueCodeableConcept) return { type: d.codedType, value: cwe(o.valueCodeableConcept, d) };
+  if (o.valueDateTime) return { type: d.dateTimeType, value: ts(o.valueDateTime, d) };
+  if (o.valueTime) return { type: 'TM', value: o.valueTime.replace(/:/g, '') };
+  if (o.valueBoolean !== undefined) return { type: 'ST', value: o.valueBoolean ? 'true' : 'false' };
+  if (o.valueInteger !== undefined) return { type: 'NM', value: String(o.valueInteger) };
+  if (o.valueString !== undefined) {
+    const lines = o.valueString.split('\n');
+    // Multi-line text travels as TX repetitions, which the inbound mapper joins back with newlines.
+    return { type: lines.length > 1 || o.valueString.length > 199 ? 'TX' : 'ST', value: reps(lines.map(esc)) || '' };
+  }
+  return { type: 'ST', value: '' };
+}
+
+export function obx(o: Observation, setId: number, d: Dialect): string {
+  const v = value(o, d);
+  const f: string[] = new Array(17).fill('');
+  f[0] = String(setId);
+  f[1] = v.type;
+  f[2] = cwe(o.code, d);
+  f[3] = esc(subId(o));
+  f[4] = v.value;
+  f[5] = units(v.unit, d);
+  f[6] = esc(o.referenceRange?.[0] ? rangeText(o.referenceRange[0]) : '');
+  f[7] = reps((o.interpretation ?? []).map((i) => esc(i.coding?.[0]?.code ?? i.text)));
+  f[10] = OBS_STATUS[o.status] ?? '';
+  if (o.status === 'amended' && !/^2\.[0-5]/.test(d.version)) f[10] = 'A';
+  f[13] = ts(o.effectiveDateTime ?? o.effectivePeriod?.start ?? o.effectiveInstant, d);
+  f[15] = reps((o.performer ?? []).map((p) => xcn(p, d)));
+  f[16] = cwe(o.method, d);
+  return segment('OBX', f);
+}
+
+function rangeText(r: NonNullable<Observation['referenceRange']>[number]): string {
+  if (r.text) return r.text;
+  const lo = r.low?.value;
+  const hi = r.high?.value;
+  if (lo !== undefined && hi !== undefined) return `${nm(lo)}-${nm(hi)}`;
+  if (hi !== undefined) return `<${nm(hi)}`;
+  if (lo !== undefined) return `>${nm(lo)}`;
+  return '';
+}

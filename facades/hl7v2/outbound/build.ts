@@ -1,0 +1,112 @@
+/**
+ * From an outbox row to message text: reads the committed resources the row names and hands them to the
+ * ORU or order builder with the destination's dialect. A resource that is gone is a build error (the row
+ * becomes a dead letter naming it), not a crash of the worker.
+ */
+import type { DiagnosticReport, Encounter, Observation, Patient, Procedure, Reference, Resource, ServiceRequest } from '@medplum/fhirtypes';
+import type { Repository } from '../../../src/fhir/repository.js';
+import { FhirError } from '../../../src/fhir/outcome.js';
+import { buildOrder, type OrderControl } from './build-orm.js';
+import { buildOru } from './build-oru.js';
+import type { Dialect } from './profiles.js';
+
+export class BuildError extends Error {}
+
+export interface Built {
+  text: string;
+  messageType: string;
+}
+
+async function read<T extends Resource>(repo: Repository, ref: string, why: string): Promise<T> {
+  const [type, id] = ref.split('/');
+  try {
+    return await repo.readResource<T>(type!, id!);
+  } catch (err) {
+    if (err instanceof FhirError && (err.status === 404 || err.status === 410)) {
+      throw new BuildError(`${ref} (${why}) ${err.status === 410 ? 'was deleted' : 'does not exist'}; nothing to send`);
+    }
+    throw err;
+  }
+}
+
+async function readOptional<T extends Resource>(repo: Repository, ref: Reference | undefined, type: string): Promise<T | undefined> {
+  const r = ref?.reference;
+  if (!r || !r.startsWith(`${type}/`)) return undefined;
+  try {
+    return await repo.readResource<T>(type, r.slice(type.length + 1));
+  } catch (err) {
+    if (err instanceof FhirError && (err.status === 404 || err.status === 410)) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * The report's results in one query, in the report's order (a 20-OBX report would otherwise cost 20 round
+ * trips). Reads only: writes still go through the repository alone.
+ */
+async function readMany<T extends Resource>(repo: Repository, type: string, refs: Reference[]): Promise<T[]> {
+  const ids = refs.map((r) => r.reference).filter((r): r is string => !!r && r.startsWith(`${type}/`)).map((r) => r.slice(type.length + 1));
+  if (ids.length === 0) return [];
+  const res = await repo.db.query<{ id: string; content: string }>(
+    'SELECT id, content FROM resource WHERE resource_type = $1 AND id = ANY($2::text[]) AND NOT deleted',
+    [type, ids],
+  );
+  const byId = new Map(res.rows.map((r) => [r.id, JSON.parse(r.content) as T]));
+  return ids.map((id) => byId.get(id)).filter((r): r is T => r !== undefined);
+}
+
+export async function buildMessage(repo: Repository, row: { event: string; groupKey: string }, d: Dialect, controlId: string): Promise<Built> {
+  const [family, control] = row.event.split(':');
+  if (family === 'ORU') {
+    let report: DiagnosticReport | undefined;
+    let observations: Observation[];
+    let subject: Reference | undefined;
+    let encounter: Reference | undefined;
+    if (row.groupKey.startsWith('DiagnosticReport/')) {
+      report = await read<DiagnosticReport>(repo, row.groupKey, 'the report to send');
+      observations = await readMany<Observation>(repo, 'Observation', report.result ?? []);
+      subject = report.subject;
+      encounter = report.encounter;
+    } else {
+      const o = await read<Observation>(repo, row.groupKey, 'the result to send');
+      observations = [o];
+      subject = o.subject;
+      encounter = o.encounter;
+    }
+    if (observations.length === 0 && !report?.presentedForm?.length) {
+      throw new BuildError(`${row.groupKey} has no results (DiagnosticReport.result names no readable Observation)`);
+    }
+    const patient = await readOptional<Patient>(repo, subject, 'Patient');
+    const enc = await readOptional<Encounter>(repo, encounter, 'Encounter');
+    return { text: buildOru({ report, observations, patient, encounter: enc, controlId }, d), messageType: 'ORU^R01' };
+  }
+  if (family === 'ORM') {
+    let order: ServiceRequest;
+    let procedure: Procedure | undefined;
+    if (row.groupKey.startsWith('Procedure/')) {
+      procedure = await read<Procedure>(repo, row.groupKey, 'the procedure step');
+      const basedOn = procedure.basedOn?.find((b) => b.reference?.startsWith('ServiceRequest/'));
+      if (!basedOn?.reference) throw new BuildError(`${row.groupKey} is based on no ServiceRequest; the status cannot be filed to an order`);
+      order = await read<ServiceRequest>(repo, basedOn.reference, 'the order of the procedure step');
+    } else {
+      order = await read<ServiceRequest>(repo, row.groupKey, 'the order to send');
+    }
+    const patient = await readOptional<Patient>(repo, procedure?.subject ?? order.subject, 'Patient');
+    const enc = await readOptional<Encounter>(repo, order.encounter, 'Encounter');
+    const text = buildOrder({ order, procedure, control: (control ?? 'NW') as OrderControl, patient, encounter: enc, controlId }, d);
+    return { text, messageType: d.orderMessage === 'OML' ? 'OML^O21' : 'ORM^O01' };
+  }
+  throw new BuildError(`unknown outbox event "${row.event}"`);
+}
+
+/** A replayed payload gets a new MSH-10; everything else stays byte for byte. */
+export function withControlId(text: string, controlId: string): string {
+  const end = text.indexOf('\r');
+  const mshLine = end === -1 ? text : text.slice(0, end);
+  const f = mshLine[3] ?? '|';
+  const fields = mshLine.split(f);
+  // fields[0] = 'MSH', fields[1] = MSH-2, so MSH-n is fields[n - 1].
+  while (fields.length < 10) fields.push('');
+  fields[9] = controlId;
+  return fields.join(f) + (end === -1 ? '' : text.slice(end));
+}

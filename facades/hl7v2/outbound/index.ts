@@ -1,0 +1,128 @@
+/**
+ * HL7 v2 outbound: the repository change hook that fills the outbox, one delivery worker per destination,
+ * and the /admin/outbound API. Started by the HL7 v2 facade (facades/hl7v2/index.ts calls startOutbound).
+ */
+import type { Tx } from '../../../src/db/database.js';
+import type { FacadeContext, RunningFacade } from '../../../src/facade.js';
+import type { Runtime } from '../../../src/runtime.js';
+import { outboundAdminRouter } from './admin.js';
+import { listDestinations, readDestinationsFile, saveDestination } from './destinations.js';
+import { enqueue, type NewOutboxRow } from './outbox.js';
+import { activate, eventsFor, wants, type ActiveDestination } from './triggers.js';
+import { DestinationWorker, type WorkerOptions } from './worker.js';
+
+const TRIGGER_TYPES = new Set(['DiagnosticReport', 'Observation', 'ServiceRequest', 'Procedure']);
+
+export interface OutboundHandle extends RunningFacade {
+  /** Re-reads destinations now (tests, and after admin changes in this process). */
+  refresh(): Promise<void>;
+  workers(): DestinationWorker[];
+}
+
+const started = new WeakMap<Runtime, OutboundHandle>();
+
+function intEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const v = env[name];
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${v}"`);
+  return n;
+}
+
+export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle> {
+  const rt = ctx.runtime ?? ctx;
+  const already = started.get(rt);
+  if (already) return already;
+  const { db, repo, log } = ctx;
+  const env = ctx.config.env;
+  const opts: WorkerOptions = {
+    pollMs: intEnv(env, 'HL7_OUTBOUND_POLL_MS', 200),
+    batch: intEnv(env, 'HL7_OUTBOUND_BATCH', 16),
+    connectTimeoutMs: intEnv(env, 'HL7_OUTBOUND_CONNECT_TIMEOUT_MS', 10_000),
+  };
+  const refreshMs = intEnv(env, 'HL7_OUTBOUND_REFRESH_MS', 2000);
+
+  let active: ActiveDestination[] = [];
+  const workers = new Map<string, DestinationWorker>();
+  let stopped = false;
+
+  const refresh = async () => {
+    const dests = await listDestinations(db);
+    const next: ActiveDestination[] = [];
+    for (const d of dests) {
+      try {
+        next.push(activate(d));
+      } catch (err) {
+        log.error(`outbound ${d.name}: ${(err as Error).message}; destination ignored`);
+      }
+    }
+    active = next;
+    if (!ctx.listen || stopped) return;
+    for (const a of next) {
+      const w = workers.get(a.dest.name);
+      if (w) w.update(a.dest);
+      else {
+        const nw = new DestinationWorker(a.dest, db, repo, log, opts);
+        workers.set(a.dest.name, nw);
+        nw.start();
+      }
+    }
+  };
+
+  ctx.admin.use('/outbound', outboundAdminRouter(db, { changed: refresh }));
+
+  if (!ctx.listen) {
+    const handle: OutboundHandle = { stop: async () => undefined, refresh, workers: () => [] };
+    started.set(rt, handle);
+    return handle;
+  }
+
+  const file = env.HL7_DESTINATIONS_FILE;
+  if (file) {
+    const fromFile = readDestinationsFile(file);
+    for (const d of fromFile) await saveDestination(db, d, { keepPaused: true });
+    log.info(`outbound: ${fromFile.length} destination(s) from ${file}`);
+  }
+
+  // Observations written in the same transaction as their report need no lookup of their own.
+  const perTx = new WeakMap<Tx, Set<string>>();
+  repo.onChange(async (tx, change) => {
+    if (active.length === 0 || !TRIGGER_TYPES.has(change.resourceType) || !change.resource) return;
+    let memo = perTx.get(tx);
+    if (!memo) perTx.set(tx, (memo = new Set()));
+    const events = await eventsFor(tx, change, memo);
+    if (events.length === 0) return;
+    const rows: NewOutboxRow[] = [];
+    const trigger = `${change.resourceType}/${change.id}/_history/${change.versionId}`;
+    for (const ev of events) {
+      for (const a of active) {
+        if (wants(a, ev, change.resource)) rows.push({ destination: a.dest.name, event: ev.event, groupKey: ev.groupKey, triggerRef: trigger, patientKey: ev.patientKey });
+      }
+    }
+    if (rows.length === 0) return;
+    await enqueue(tx, rows);
+    for (const r of rows) workers.get(r.destination)?.wake();
+  });
+
+  await refresh();
+  const timer = setInterval(() => {
+    refresh().catch((err) => log.error(`outbound: refreshing destinations failed: ${(err as Error).message}`));
+  }, refreshMs);
+  timer.unref();
+  log.info(`outbound: ${active.length} destination(s): ${active.map((a) => `${a.dest.name} (${a.dest.profile}, ${a.dest.host}:${a.dest.port}${a.dest.paused ? ', paused' : ''})`).join(', ') || 'none'}`);
+
+  const handle: OutboundHandle = {
+    refresh,
+    workers: () => [...workers.values()],
+    async stop() {
+      stopped = true;
+      active = [];
+      clearInterval(timer);
+      await Promise.all([...workers.values()].map((w) => w.stop()));
+      workers.clear();
+      started.delete(rt);
+    },
+  };
+  started.set(rt, handle);
+  return handle;
+}

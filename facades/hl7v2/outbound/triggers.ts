@@ -1,0 +1,136 @@
+/**
+ * Which store changes become which messages (the repository change hook). Runs inside the writer's
+ * transaction, so it only decides and inserts outbox rows; messages are built later by the worker from
+ * the committed resources.
+ *
+ *  - DiagnosticReport final/corrected/amended/appended → ORU, grouped on the report.
+ *  - Observation final/corrected/amended → ORU of the report that lists it (the whole report is resent,
+ *    as receivers expect on a correction); an Observation no report lists → an ORU of its own.
+ *  - ServiceRequest created/changed → ORM (NW, XO, CA, HD, RL, SC from the status transition).
+ *  - Procedure based on a ServiceRequest entering in-progress/completed/not-done/stopped → ORM SC
+ *    (the imaging procedure-step status message).
+ */
+import { matchesSearchRequest, type SearchRequest } from '@medplum/core';
+import type { DiagnosticReport, Observation, Procedure, Reference, Resource, ServiceRequest } from '@medplum/fhirtypes';
+import type { Tx } from '../../../src/db/database.js';
+import type { ChangeEvent } from '../../../src/fhir/repository.js';
+import { searchIds } from '../../../src/fhir/search/index.js';
+import { compileFilter, type Destination, type MessageTypeName } from './destinations.js';
+
+export interface OutboxEvent {
+  /** 'ORU' | 'ORM:NW' | ... */
+  event: string;
+  /** Which destination types take it. */
+  family: 'result' | 'order';
+  groupKey: string;
+  patientKey: string;
+}
+
+const RESULT_STATUSES = new Set(['final', 'corrected', 'amended', 'appended']);
+const PROCEDURE_STATUSES = new Set(['in-progress', 'completed', 'not-done', 'stopped']);
+
+const patientOf = (subject: Reference | undefined, fallback: string): string => {
+  const ref = subject?.reference;
+  return ref && ref.startsWith('Patient/') ? ref : fallback;
+};
+
+/** Ignores meta (versionId, lastUpdated): a write that changed nothing else sends nothing. */
+function sameContent(a: Resource | undefined, b: Resource | undefined): boolean {
+  if (!a || !b) return false;
+  const strip = (r: Resource) => JSON.stringify({ ...r, meta: undefined });
+  return strip(a) === strip(b);
+}
+
+export function orderControl(now: ServiceRequest, before: ServiceRequest | undefined): string | undefined {
+  if (!before || before.status === 'draft') {
+    return now.status === 'active' || now.status === 'on-hold' ? 'NW' : undefined;
+  }
+  if (now.status === before.status) return now.status === 'active' || now.status === 'on-hold' ? 'XO' : undefined;
+  switch (now.status) {
+    case 'revoked':
+    case 'entered-in-error':
+      return 'CA';
+    case 'on-hold':
+      return 'HD';
+    case 'active':
+      return before.status === 'on-hold' ? 'RL' : 'XO';
+    case 'completed':
+      return 'SC';
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * What a change means for the outbox. Observation lookups need the transaction (the report may have
+ * been written earlier in it); `inTx` remembers reports already queued by this transaction so that a
+ * 20-OBX message costs one lookup, not twenty.
+ */
+export async function eventsFor(tx: Tx, change: ChangeEvent, inTx: Set<string>): Promise<OutboxEvent[]> {
+  const r = change.resource;
+  if (!r || change.method === 'DELETE') return [];
+  if (sameContent(r, change.previous)) return [];
+  switch (r.resourceType) {
+    case 'DiagnosticReport': {
+      const dr = r as DiagnosticReport;
+      if (!RESULT_STATUSES.has(dr.status)) return [];
+      const key = `DiagnosticReport/${dr.id}`;
+      for (const res of dr.result ?? []) if (res.reference) inTx.add(`${res.reference}=>${key}`);
+      inTx.add(key);
+      return [{ event: 'ORU', family: 'result', groupKey: key, patientKey: patientOf(dr.subject, key) }];
+    }
+    case 'Observation': {
+      const obs = r as Observation;
+      if (!RESULT_STATUSES.has(obs.status)) return [];
+      const ref = `Observation/${obs.id}`;
+      for (const k of inTx) if (k.startsWith(`${ref}=>`)) return [];
+      const reports = await searchIds(tx, 'DiagnosticReport', [['result', ref]], 5);
+      if (reports.length === 0) {
+        return [{ event: 'ORU', family: 'result', groupKey: ref, patientKey: patientOf(obs.subject, ref) }];
+      }
+      // The report carries the patient lane; the observation's subject is the same patient.
+      return reports.map((id) => ({ event: 'ORU', family: 'result' as const, groupKey: `DiagnosticReport/${id}`, patientKey: patientOf(obs.subject, `DiagnosticReport/${id}`) }));
+    }
+    case 'ServiceRequest': {
+      const sr = r as ServiceRequest;
+      const control = orderControl(sr, change.previous as ServiceRequest | undefined);
+      if (!control) return [];
+      const key = `ServiceRequest/${sr.id}`;
+      return [{ event: `ORM:${control}`, family: 'order', groupKey: key, patientKey: patientOf(sr.subject, key) }];
+    }
+    case 'Procedure': {
+      const p = r as Procedure;
+      if (!PROCEDURE_STATUSES.has(p.status)) return [];
+      if ((change.previous as Procedure | undefined)?.status === p.status) return [];
+      if (!p.basedOn?.some((b) => b.reference?.startsWith('ServiceRequest/'))) return [];
+      const key = `Procedure/${p.id}`;
+      return [{ event: 'ORM:SC', family: 'order', groupKey: key, patientKey: patientOf(p.subject, key) }];
+    }
+  }
+  return [];
+}
+
+/** A destination with its filters compiled once (the hook runs on every write). */
+export interface ActiveDestination {
+  dest: Destination;
+  filters: Map<string, SearchRequest[]>;
+}
+
+export function activate(dest: Destination): ActiveDestination {
+  const filters = new Map<string, SearchRequest[]>();
+  for (const f of dest.filter) {
+    const req = compileFilter(f, dest.name);
+    filters.set(req.resourceType, [...(filters.get(req.resourceType) ?? []), req]);
+  }
+  return { dest, filters };
+}
+
+export function wants(a: ActiveDestination, ev: OutboxEvent, resource: Resource): boolean {
+  const types: MessageTypeName[] = a.dest.types;
+  if (ev.family === 'result' && !types.includes('ORU')) return false;
+  if (ev.family === 'order' && !types.includes('ORM') && !types.includes('OML')) return false;
+  // Criteria apply to the resource types they name; a type no criterion names passes.
+  const criteria = a.filters.get(resource.resourceType);
+  if (!criteria) return true;
+  return criteria.some((c) => matchesSearchRequest(resource, c));
+}
