@@ -2,6 +2,7 @@
  * ASTM E1381 / CLSI LIS1-A low-level protocol, receiver side (the host). The instrument establishes a
  * session with ENQ, sends frames, and ends with EOT; the host answers ACK or NAK.
  *
+ * - Frames end with CR LF after the checksum as LIS1-A says, or with CR alone or LF alone as some analyzers do.
  * - A frame with a bad checksum, a bad frame number or a broken layout is NAKed; the sender retransmits
  *   (up to 6 times, then gives up with EOT — its side of the contract).
  * - A frame whose number is the previous one again is a retransmission after a lost ACK: ACKed, dropped.
@@ -17,7 +18,7 @@ import { ACK, CR, ENQ, EOT, ETB, ETX, LF, NAK, STX, checksum } from './frame.js'
 export interface ReceivedMessage {
   /** Text of the records (frame texts joined). */
   text: string;
-  /** The frames as received, STX … CR LF, retransmissions excluded. */
+  /** The frames as received, STX … line end, retransmissions excluded. */
   raw: Buffer;
 }
 
@@ -41,6 +42,8 @@ type State = 'idle' | 'session';
 export class AstmReceiver {
   private state: State = 'idle';
   private frame: number[] | null = null;
+  /** Index of ETX/ETB in `frame`, -1 until it arrived. */
+  private termAt = -1;
   private expectedFn = 1;
   private lastFn = -1;
   private text = '';
@@ -92,6 +95,7 @@ export class AstmReceiver {
       if (this.frame === null) {
         if (b === STX) {
           this.frame = [STX];
+          this.termAt = -1;
           this.arm();
         } else if (b === EOT) {
           await this.endSession('the instrument ended the session (EOT) before the L record');
@@ -103,18 +107,40 @@ export class AstmReceiver {
         }
         continue;
       }
+      // The frame's end is found from its structure (ETX/ETB, two checksum characters, one line end),
+      // not from CR LF: analyzers send CR LF, CR alone or LF alone there, and CR also ends every record
+      // inside the text. The state lives in the receiver, so any split of the bytes across reads works.
+      if (this.termAt >= 0 && this.frame.length === this.termAt + 3) {
+        if (b !== CR && b !== LF) {
+          // No line end after the checksum: a broken frame. Handle the byte afresh (it may be STX or EOT).
+          this.frame = null;
+          this.nak();
+          i--;
+          continue;
+        }
+        this.frame.push(b);
+        // CR LF in the same read: the LF belongs to this frame's raw bytes. A LF arriving in a later read
+        // is skipped between frames like any other byte outside STX … line end.
+        if (b === CR && chunk[i + 1] === LF) this.frame.push(chunk[++i]);
+        const bytes = Buffer.from(this.frame);
+        const end = this.termAt;
+        this.frame = null;
+        await this.onFrame(bytes, end);
+        continue;
+      }
+      if (this.termAt >= 0 && (b === CR || b === LF)) {
+        // A line end where a checksum character belongs: the frame is over, and broken.
+        this.frame = null;
+        this.nak();
+        continue;
+      }
       this.frame.push(b);
       if (this.frame.length > (this.opts.maxFrameBytes ?? 65536)) {
         this.frame = null;
-        this.stats.naks++;
-        this.opts.write(Buffer.from([NAK]));
+        this.nak();
         continue;
       }
-      if (b === LF && this.frame.length >= 7 && this.frame[this.frame.length - 2] === CR) {
-        const bytes = Buffer.from(this.frame);
-        this.frame = null;
-        await this.onFrame(bytes);
-      }
+      if (this.termAt < 0 && (b === ETX || b === ETB)) this.termAt = this.frame.length - 1;
     }
   }
 
@@ -159,14 +185,13 @@ export class AstmReceiver {
     this.opts.write(Buffer.from([NAK]));
   }
 
-  private async onFrame(bytes: Buffer): Promise<void> {
+  /** `bytes` is STX FN text ETB|ETX C1 C2 and the line end (CR LF, CR or LF); `end` indexes ETB|ETX. */
+  private async onFrame(bytes: Buffer, end: number): Promise<void> {
     this.arm();
     this.stats.frames++;
-    // STX FN text ETB|ETX C1 C2 CR LF
-    const end = bytes.length - 5;
     const term = bytes[end];
     const fnByte = bytes[1];
-    if ((term !== ETX && term !== ETB) || fnByte < 0x30 || fnByte > 0x37) return this.nak();
+    if (end < 2 || fnByte < 0x30 || fnByte > 0x37) return this.nak();
     const cs = bytes.subarray(end + 1, end + 3).toString('latin1').toUpperCase();
     if (checksum(bytes, 1, end + 1) !== cs) return this.nak();
     const fn = fnByte - 0x30;

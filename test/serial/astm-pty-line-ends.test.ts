@@ -1,0 +1,109 @@
+/**
+ * Analyzers that end ASTM frames with LF alone or CR alone after the checksum, played over a real socat pty
+ * into the running serial port: every frame is ACKed first time, the results are filed to the associated
+ * patient, and the message log keeps the bytes as the analyzer sent them.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SerialPort } from 'serialport';
+import type { Observation } from '@medplum/fhirtypes';
+import { addDevice, associate } from '../../src/devices/index.js';
+import { getMessage } from '../../src/messages/message-log.js';
+import { CR, LF, decodeCapture, encodeMessage, framesToText } from '../../facades/serial/astm/frame.js';
+import { parseRecords } from '../../facades/serial/astm/records.js';
+import { type Line, sendSession, streamLine } from '../../facades/serial/astm/sender.js';
+import { parseSerialConfig } from '../../facades/serial/config.js';
+import { startPort, type RunningPort } from '../../facades/serial/index.js';
+import type { FilingResult } from '../../facades/serial/filing.js';
+import { openTestEnv, type TestEnv } from '../devices/helpers.js';
+import { ptyPair, type PtyPair } from './pty.js';
+
+const CORPUS = '/work/shared/data/hl7v2/corpus/astm/';
+const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const who = { who: 'Practitioner/op1' };
+
+/** The capture re-framed as the analyzer sends it, with `end` instead of CR LF after each checksum. */
+function framesOf(file: string, end: number[]): Buffer[] {
+  const text = framesToText(decodeCapture(readFileSync(CORPUS + file)));
+  return encodeMessage(parseRecords(text).records.map((r) => r.raw)).map((f) => Buffer.concat([f.subarray(0, f.length - 2), Buffer.from(end)]));
+}
+
+interface Processed { messageId: string; result?: FilingResult; error?: string }
+
+describe('ASTM over a real pty with CR-only and LF-only frame endings', () => {
+  let env: TestEnv;
+  let dir: string;
+  let pty: PtyPair;
+  let running: RunningPort;
+  let analyzer: SerialPort;
+  let line: Line;
+  let patient: string;
+  const events: Processed[] = [];
+  let waiters: Array<() => void> = [];
+  const nextEvent = () =>
+    new Promise<Processed>((resolve) => {
+      const n = events.length;
+      const check = () => (events.length > n ? resolve(events[n]) : waiters.push(check));
+      check();
+    });
+
+  beforeAll(async () => {
+    env = await openTestEnv('pglite');
+    dir = mkdtempSync(path.join(tmpdir(), 'conflux-serial-ends-'));
+    pty = await ptyPair(path.join(dir, 'host'), path.join(dir, 'analyzer'));
+    patient = await env.patient('Line End Patient');
+    const dev = await addDevice(env.store, { name: 'analyzer with odd line ends', port: pty.host }, who);
+    await associate(env.store, { device: dev.reference, patient, start: '2000-01-01T00:00:00Z' }, who);
+    const [cfg] = parseSerialConfig({ ports: [{ name: 'lab', path: pty.host, baudRate: 115200, protocol: 'astm', timeZone: 'Europe/Berlin', reconnectMs: 100, receiveTimeoutMs: 4000 }] });
+    running = startPort(cfg, {
+      store: env.store,
+      log: quiet,
+      onProcessed: (e) => {
+        events.push(e);
+        const w = waiters;
+        waiters = [];
+        w.forEach((f) => f());
+      },
+    });
+    while (!running.port.isOpen) await new Promise((r) => setTimeout(r, 20));
+    analyzer = new SerialPort({ path: pty.device, baudRate: 115200 });
+    await new Promise<void>((resolve, reject) => analyzer.once('open', resolve).once('error', reject));
+    line = streamLine(analyzer);
+  }, 60_000);
+
+  afterAll(async () => {
+    running?.handler.close();
+    await running?.port.stop();
+    if (analyzer?.isOpen) await new Promise((r) => analyzer.close(r));
+    await pty?.kill();
+    await env?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  // Different captures per ending: the same results twice would be dropped as exact duplicates.
+  const cases: Array<[string, string, number[]]> = [
+    ['LF only', 'senaite_cobas_c311.txt', [LF]],
+    ['LF only', 'senaite_pentra_xlr.txt', [LF]],
+    ['CR only', 'senaite_sysmex_xn550.txt', [CR]],
+    ['CR only', 'senaite_dca_vantage.txt', [CR]],
+  ];
+
+  it.each(cases)('%s: plays %s, every frame ACKed without NAK, results filed to the associated patient', async (_label, file, end) => {
+    const frames = framesOf(file, end);
+    const done = nextEvent();
+    expect(await sendSession(line, frames, { replyTimeoutMs: 10_000 })).toEqual({ ok: true, naks: 0 });
+    const e = await done;
+    expect(e.error).toBeUndefined();
+    expect(e.result?.held).toEqual([]);
+    expect(e.result?.filed).toBeGreaterThan(0);
+    expect(e.result?.patientRefs).toEqual([patient]);
+    const obsRef = e.result!.resourceRefs.find((r) => r.startsWith('Observation/'))!;
+    const obs = await env.store.read<Observation>('Observation', obsRef.split('/')[1]);
+    expect(obs.subject?.reference).toBe(patient);
+    const logged = await getMessage(env.db, e.messageId);
+    expect(logged?.status).toBe('processed');
+    expect(logged?.raw.equals(Buffer.concat(frames))).toBe(true);
+  }, 60_000);
+});
