@@ -1,6 +1,6 @@
 /** Admin API (behind the admin guard): clients, users, EHR launch contexts, key rotation. The CLI calls these. */
 import express from 'express';
-import { badRequest, FhirError, notFound } from '../src/fhir/outcome.js';
+import { badRequest, FhirError, notFound } from '../src/index.js';
 import { listClients, publicView, registerClient, findClient } from './clients.js';
 import { fhirBase, type SmartCore } from './core.js';
 import { randomToken } from './secrets.js';

@@ -3,7 +3,7 @@
  * (DESIGN.md principle 1), so they are versioned, searchable and exported like any resource.
  */
 import type { AuditEvent, AuditEventAgent } from '@medplum/fhirtypes';
-import type { Repository } from '../src/fhir/repository.js';
+import type { Repository } from '../src/index.js';
 
 export const AUDIT_SUBTYPE_SYSTEM = 'https://conflux.dev/fhir/CodeSystem/smart-audit';
 

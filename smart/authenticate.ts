@@ -1,7 +1,7 @@
 /** Bearer token → AccessPolicy for every FHIR (and DICOMweb, bulk) request; admin-scoped tokens for /admin. */
 import type { Request } from 'express';
-import type { AccessPolicy } from '../src/fhir/access.js';
-import { FhirError, outcome } from '../src/fhir/outcome.js';
+import type { AccessPolicy } from '../src/index.js';
+import { FhirError, outcome } from '../src/index.js';
 import { fhirBase, type SmartCore } from './core.js';
 import { ScopePolicy } from './policy.js';
 import { isAdminScope, parseScopes, type ParsedScopes } from './scopes.js';

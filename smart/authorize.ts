@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import type { Patient } from '@medplum/fhirtypes';
-import { searchResources } from '../src/fhir/search/index.js';
+import { searchResources } from '../src/index.js';
 import { findClient, type Client } from './clients.js';
 import { fhirBase, type SmartCore } from './core.js';
 import { consentPage, errorPage, loginPage } from './pages.js';

@@ -1,8 +1,8 @@
 /** Registered SMART clients: apps (public or client_secret_basic) and backend services (private_key_jwt). */
 import { randomUUID } from 'node:crypto';
 import type { JWK } from 'jose';
-import type { Queryable } from '../src/db/database.js';
-import { badRequest } from '../src/fhir/outcome.js';
+import type { Queryable } from '../src/index.js';
+import { badRequest } from '../src/index.js';
 import { DEFAULT_APP_SCOPE, DEFAULT_BACKEND_SCOPE, parseScopes, ScopeError } from './scopes.js';
 import { randomToken, sha256 } from './secrets.js';
 

@@ -1,7 +1,7 @@
 /** What every part of the authorization server shares. URLs are read lazily: tests learn their port late. */
-import type { Config } from '../src/config.js';
-import type { Database } from '../src/db/database.js';
-import type { Repository } from '../src/fhir/repository.js';
+import type { Config } from '../src/index.js';
+import type { Database } from '../src/index.js';
+import type { Repository } from '../src/index.js';
 import type { Auditor } from './audit.js';
 import type { KeyStore } from './keys.js';
 import type { SmartSettings } from './settings.js';

@@ -2,7 +2,7 @@
  * SMART on FHIR authorization server: App Launch 2.x and Backend Services. Installs the runtime's
  * authentication hooks (every FHIR request gets a ScopePolicy) and the public /auth routes. See docs/smart.md.
  */
-import type { Facade } from '../src/facade.js';
+import type { Facade } from '../src/index.js';
 import { adminRoutes } from './admin.js';
 import { makeAuditor } from './audit.js';
 import { BearerAuth } from './authenticate.js';

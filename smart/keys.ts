@@ -4,7 +4,7 @@
  * published (and accepted) until every token it signed has expired.
  */
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, type JWSHeaderParameters } from 'jose';
-import type { Database } from '../src/db/database.js';
+import type { Database } from '../src/index.js';
 
 type Key = CryptoKey | Uint8Array;
 

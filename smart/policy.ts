@@ -4,10 +4,10 @@
  */
 import { matchesSearchRequest, parseSearchRequest } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
-import type { AccessPolicy, Interaction } from '../src/fhir/access.js';
-import { forbidden } from '../src/fhir/outcome.js';
-import { patientCompartmentsOf, type SearchAccess } from '../src/fhir/search/index.js';
-import { loadFhirDefinitions } from '../src/fhir/definitions.js';
+import type { AccessPolicy, Interaction } from '../src/index.js';
+import { forbidden } from '../src/index.js';
+import { patientCompartmentsOf, type SearchAccess } from '../src/index.js';
+import { loadFhirDefinitions } from '../src/index.js';
 import type { ClinicalScope, Permission } from './scopes.js';
 
 export interface Grant {

@@ -4,8 +4,8 @@
  * normalised to v2 permission letters so v1 and v2 requests compare the same way.
  */
 import { getSearchParameter } from '@medplum/core';
-import { loadFhirDefinitions } from '../src/fhir/definitions.js';
-import { isResourceType } from '../src/fhir/validation.js';
+import { loadFhirDefinitions } from '../src/index.js';
+import { isResourceType } from '../src/index.js';
 
 export type Permission = 'c' | 'r' | 'u' | 'd' | 's';
 export type ScopeContext = 'patient' | 'user' | 'system';

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { jwtVerify, SignJWT, type JWTPayload } from 'jose';
-import type { Queryable } from '../src/db/database.js';
+import type { Queryable } from '../src/index.js';
 import type { Client } from './clients.js';
 import { authUrl, fhirBase, OAuthError, type SmartCore } from './core.js';
 import { scopeList, uncoveredScopes } from './scopes.js';

@@ -1,7 +1,7 @@
 /** Login users of the authorization pages (`user add`). */
 import { randomUUID } from 'node:crypto';
-import type { Queryable } from '../src/db/database.js';
-import { badRequest, conflict } from '../src/fhir/outcome.js';
+import type { Queryable } from '../src/index.js';
+import { badRequest, conflict } from '../src/index.js';
 import { hashPassword, verifyPassword } from './secrets.js';
 
 export interface User {

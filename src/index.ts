@@ -13,3 +13,6 @@ export { FhirRouter, type FhirRequest, type FhirResponse, type HttpMethod } from
 export { loadFhirDefinitions } from './fhir/definitions.js';
 export { assertValidResource, isResourceType } from './fhir/validation.js';
 export { searchResources, searchIds, patientCompartmentsOf, type SearchAccess, type SearchRequest } from './fhir/search/index.js';
+export { VERSION } from './runtime.js';
+export * from './devices/index.js';
+export * from './messages/message-log.js';

@@ -3,9 +3,9 @@
  * transaction), message log admin routes, and the outbound destinations (outbox → MLLP toward the EHR).
  */
 import type { Bundle } from '@medplum/fhirtypes';
-import type { Facade, FacadeContext } from '../../src/facade.js';
-import { systemAccess } from '../../src/fhir/access.js';
-import type { Tx } from '../../src/db/database.js';
+import type { Facade, FacadeContext } from '../../src/index.js';
+import { systemAccess } from '../../src/index.js';
+import type { Tx } from '../../src/index.js';
 import { messageAdminRoutes } from './inbound/admin-routes.js';
 import { startMllpListener, tlsFromEnv, type MllpListener } from './inbound/listener.js';
 import { loadMappingConfig } from './inbound/mapping-config.js';
@@ -17,7 +17,7 @@ export async function inboundDeps(ctx: Pick<FacadeContext, 'db' | 'router' | 'lo
   const mapping = loadMappingConfig(ctx.config.env.HL7_MAPPING_FILE);
   let devices: DevicePort | undefined;
   try {
-    devices = (await import('../../src/devices/index.js')) as unknown as DevicePort;
+    devices = (await import('../../src/index.js')) as unknown as DevicePort;
   } catch {
     ctx.log.warn('src/devices not available: device readings without a patient are held in the message log only');
   }

@@ -5,10 +5,10 @@
  * Each report commits in one transaction (bundle or hold, plus counters).
  */
 import type { Bundle, Identifier } from '@medplum/fhirtypes';
-import { countReadings, explainAssociation, findDeviceIds, holdForAssociation, normalizeIdentifiers } from '../../src/devices/index.js';
-import type { DeviceStore } from '../../src/devices/index.js';
-import { searchIds } from '../../src/fhir/search/index.js';
-import type { Queryable } from '../../src/db/database.js';
+import { countReadings, explainAssociation, findDeviceIds, holdForAssociation, normalizeIdentifiers } from '../../src/index.js';
+import type { DeviceStore } from '../../src/index.js';
+import { searchIds } from '../../src/index.js';
+import type { Queryable } from '../../src/index.js';
 import { DEFAULT_PLAUSIBILITY, type PlausibleRange } from './mapping/codemap.js';
 import type { ReadingSet, ReportDraft } from './mapping/draft.js';
 import { buildReportBundle, deviceKeyOf } from './mapping/fhir.js';

@@ -4,8 +4,8 @@
  * association at the reading's time, or holds them. It also mounts the device / association / held-reading
  * admin API, which the HL7 v2 facade's readings share.
  */
-import type { Facade, FacadeContext, RunningFacade } from '../../src/facade.js';
-import { deviceAdminRouter, deviceStore, type DeviceStore } from '../../src/devices/index.js';
+import type { Facade, FacadeContext, RunningFacade } from '../../src/index.js';
+import { deviceAdminRouter, deviceStore, type DeviceStore } from '../../src/index.js';
 import { type PortConfig, loadSerialConfig } from './config.js';
 import { ManagedPort } from './port.js';
 import { type HandlerDeps, type PortHandler, astmHandler, lineHandler } from './session.js';

@@ -3,7 +3,7 @@
  * reopened every `reconnectMs` until it is back. Bytes go to `onData`; `write` answers on the line.
  */
 import { SerialPort } from 'serialport';
-import type { Logger } from '../../src/facade.js';
+import type { Logger } from '../../src/index.js';
 import type { PortConfig } from './config.js';
 
 export class ManagedPort {

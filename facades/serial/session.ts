@@ -3,10 +3,10 @@
  * transmission is kept raw in the message log (channel 'serial'), then mapped and filed or held.
  */
 import type { Identifier } from '@medplum/fhirtypes';
-import type { DeviceStore } from '../../src/devices/index.js';
-import { SERIAL_PORT_SYSTEM } from '../../src/devices/index.js';
-import type { Logger } from '../../src/facade.js';
-import { recordMessage, updateMessage } from '../../src/messages/message-log.js';
+import type { DeviceStore } from '../../src/index.js';
+import { SERIAL_PORT_SYSTEM } from '../../src/index.js';
+import type { Logger } from '../../src/index.js';
+import { recordMessage, updateMessage } from '../../src/index.js';
 import { AstmReceiver } from './astm/link.js';
 import { parseRecords, splitMessages } from './astm/records.js';
 import type { PortConfig } from './config.js';

@@ -1,6 +1,6 @@
 /** Admin API for the message log: GET /admin/messages, GET /admin/messages/:id, POST /admin/messages/:id/replay. */
 import express from 'express';
-import { getMessage, listMessages, MESSAGE_STATUSES, type MessageFilter, type MessageStatus } from '../../../src/messages/message-log.js';
+import { getMessage, listMessages, MESSAGE_STATUSES, type MessageFilter, type MessageStatus } from '../../../src/index.js';
 import { replayMessage, type ProcessorDeps } from './processor.js';
 
 export function messageAdminRoutes(deps: ProcessorDeps): express.Router {

@@ -5,8 +5,8 @@
  * MSH-10) is answered AA with nothing new; a device reading without a patient is held, never guessed.
  */
 import type { Bundle, BundleEntry, Identifier, Reference, Resource } from '@medplum/fhirtypes';
-import type { Database, Tx } from '../../../src/db/database.js';
-import { findDuplicate, getMessage, recordMessage, updateMessage } from '../../../src/messages/message-log.js';
+import type { Database, Tx } from '../../../src/index.js';
+import { findDuplicate, getMessage, recordMessage, updateMessage } from '../../../src/index.js';
 import { splitEnvelope } from '../envelope.js';
 import { Hl7ParseError, Hl7v2Message, readDelimiters, Segment, type Delimiters } from '../message.js';
 import { Hl7Segment, Hl7Context } from '@medplum/core';

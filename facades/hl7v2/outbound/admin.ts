@@ -1,7 +1,7 @@
 /** Operator API under /admin/outbound: destinations, the outbox per destination and state, replay. */
 import express, { type Request } from 'express';
-import type { Database } from '../../../src/db/database.js';
-import { badRequest, conflict, notFound } from '../../../src/fhir/outcome.js';
+import type { Database } from '../../../src/index.js';
+import { badRequest, conflict, notFound } from '../../../src/index.js';
 import { getDestination, listDestinations, parseDestination, saveDestination, setPaused } from './destinations.js';
 import { countsByDestination, getOutbox, listOutbox, OUTBOX_STATES, replay, replayAll, type OutboxState } from './outbox.js';
 

@@ -4,8 +4,8 @@
  * becomes a dead letter naming it), not a crash of the worker.
  */
 import type { DiagnosticReport, Encounter, Observation, Patient, Procedure, Reference, Resource, ServiceRequest } from '@medplum/fhirtypes';
-import type { Repository } from '../../../src/fhir/repository.js';
-import { FhirError } from '../../../src/fhir/outcome.js';
+import type { Repository } from '../../../src/index.js';
+import { FhirError } from '../../../src/index.js';
 import { buildOrder, type OrderControl } from './build-orm.js';
 import { buildOru } from './build-oru.js';
 import type { Dialect } from './profiles.js';

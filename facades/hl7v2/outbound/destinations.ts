@@ -4,8 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseSearchRequest, type SearchRequest } from '@medplum/core';
-import type { Queryable } from '../../../src/db/database.js';
-import { badRequest } from '../../../src/fhir/outcome.js';
+import type { Queryable } from '../../../src/index.js';
+import { badRequest } from '../../../src/index.js';
 import { DIALECT_KEYS, PROFILE_NAMES, type Dialect, type ProfileName } from './profiles.js';
 
 export const MESSAGE_TYPES = ['ORU', 'ORM', 'OML'] as const;

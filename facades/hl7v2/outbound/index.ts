@@ -2,9 +2,9 @@
  * HL7 v2 outbound: the repository change hook that fills the outbox, one delivery worker per destination,
  * and the /admin/outbound API. Started by the HL7 v2 facade (facades/hl7v2/index.ts calls startOutbound).
  */
-import type { Tx } from '../../../src/db/database.js';
-import type { FacadeContext, RunningFacade } from '../../../src/facade.js';
-import type { Runtime } from '../../../src/runtime.js';
+import type { Tx } from '../../../src/index.js';
+import type { FacadeContext, RunningFacade } from '../../../src/index.js';
+import type { Runtime } from '../../../src/index.js';
 import { outboundAdminRouter } from './admin.js';
 import { listDestinations, readDestinationsFile, saveDestination } from './destinations.js';
 import { enqueue, type NewOutboxRow } from './outbox.js';

@@ -5,7 +5,7 @@
  * any number of workers and processes.
  */
 import { randomUUID } from 'node:crypto';
-import type { Database, Queryable } from '../../../src/db/database.js';
+import type { Database, Queryable } from '../../../src/index.js';
 
 export type OutboxState = 'queued' | 'sending' | 'delivered' | 'dead';
 export const OUTBOX_STATES: readonly OutboxState[] = ['queued', 'sending', 'delivered', 'dead'];

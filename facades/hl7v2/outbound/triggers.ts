@@ -12,9 +12,9 @@
  */
 import { matchesSearchRequest, type SearchRequest } from '@medplum/core';
 import type { DiagnosticReport, Observation, Procedure, Reference, Resource, ServiceRequest } from '@medplum/fhirtypes';
-import type { Tx } from '../../../src/db/database.js';
-import type { ChangeEvent } from '../../../src/fhir/repository.js';
-import { searchIds } from '../../../src/fhir/search/index.js';
+import type { Tx } from '../../../src/index.js';
+import type { ChangeEvent } from '../../../src/index.js';
+import { searchIds } from '../../../src/index.js';
 import { compileFilter, type Destination, type MessageTypeName } from './destinations.js';
 
 export interface OutboxEvent {

@@ -8,10 +8,10 @@
  *  no connection, timeout, dropped link, garbled ACK → queued again with exponential backoff and jitter
  *  build error (resource gone, no results) → dead with the error
  */
-import type { Database } from '../../../src/db/database.js';
-import type { Logger } from '../../../src/facade.js';
-import type { Repository } from '../../../src/fhir/repository.js';
-import { recordMessage } from '../../../src/messages/message-log.js';
+import type { Database } from '../../../src/index.js';
+import type { Logger } from '../../../src/index.js';
+import type { Repository } from '../../../src/index.js';
+import { recordMessage } from '../../../src/index.js';
 import { AckProtocolError, readAck } from './ack.js';
 import { buildMessage, BuildError, withControlId } from './build.js';
 import type { Destination, RetryPolicy } from './destinations.js';
