@@ -1,0 +1,94 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { expect } from 'vitest';
+
+export const SYNTHEA_DIR = path.resolve(import.meta.dirname, '../../../shared/data/fhir/synthea');
+
+export function syntheaFiles(n: number): string[] {
+  return readdirSync(SYNTHEA_DIR)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .slice(0, n)
+    .map((f) => path.join(SYNTHEA_DIR, f));
+}
+
+/** POSTs Synthea transaction bundles to the FHIR base, as any client would load them. */
+export async function loadSynthea(fhir: string, n: number, headers: Record<string, string> = {}): Promise<void> {
+  for (const file of syntheaFiles(n)) {
+    const res = await fetch(fhir, {
+      method: 'POST',
+      headers: { 'content-type': 'application/fhir+json', ...headers },
+      body: readFileSync(file),
+    });
+    if (res.status !== 200) throw new Error(`loading ${path.basename(file)}: HTTP ${res.status} ${await res.text()}`);
+  }
+}
+
+export const KICKOFF_HEADERS = { accept: 'application/fhir+json', prefer: 'respond-async' };
+
+export async function kickoff(url: string, init: { method?: string; body?: unknown; headers?: Record<string, string> } = {}): Promise<string> {
+  const res = await fetch(url, {
+    method: init.method ?? 'GET',
+    headers: { ...KICKOFF_HEADERS, ...(init.body ? { 'content-type': 'application/fhir+json' } : {}), ...init.headers },
+    body: init.body ? JSON.stringify(init.body) : undefined,
+  });
+  if (res.status !== 202) throw new Error(`kick-off ${url}: HTTP ${res.status} ${await res.text()}`);
+  const loc = res.headers.get('content-location');
+  expect(loc).toBeTruthy();
+  expect((await res.json()).resourceType).toBe('OperationOutcome');
+  return loc!;
+}
+
+export interface Manifest {
+  transactionTime: string;
+  request: string;
+  requiresAccessToken: boolean;
+  output: Array<{ type: string; url: string; count: number }>;
+  error: Array<{ type: string; url: string; count?: number }>;
+}
+
+/** Polls a status URL, honouring Retry-After (capped so tests stay quick), until it answers 200. */
+export async function waitForManifest(statusUrl: string, headers: Record<string, string> = {}, maxPolls = 600): Promise<Manifest> {
+  for (let i = 0; i < maxPolls; i++) {
+    const res = await fetch(statusUrl, { headers });
+    if (res.status === 200) return (await res.json()) as Manifest;
+    if (res.status !== 202) throw new Error(`status ${statusUrl}: HTTP ${res.status} ${await res.text()}`);
+    await res.arrayBuffer();
+    expect(res.headers.get('x-progress')).toBeTruthy();
+    const retry = Number(res.headers.get('retry-after'));
+    expect(retry).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, Math.min(retry * 1000, 100)));
+  }
+  throw new Error(`export ${statusUrl} did not finish`);
+}
+
+/** Downloads every output file; returns resources per type, checking each line parses and matches its file's type. */
+export async function downloadAll(m: Manifest, headers: Record<string, string> = {}): Promise<Map<string, Array<Record<string, any>>>> {
+  const byType = new Map<string, Array<Record<string, any>>>();
+  for (const o of m.output) {
+    const res = await fetch(o.url, { headers });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/application\/fhir\+ndjson/);
+    const text = await res.text();
+    expect(Buffer.byteLength(text)).toBe(Number(res.headers.get('content-length')));
+    const lines = text.split('\n');
+    expect(lines.pop()).toBe('');
+    expect(lines.length).toBe(o.count);
+    for (const line of lines) {
+      const r = JSON.parse(line) as Record<string, any>;
+      expect(r.resourceType).toBe(o.type);
+      byType.set(o.type, [...(byType.get(o.type) ?? []), r]);
+    }
+  }
+  return byType;
+}
+
+export async function downloadErrors(m: Manifest, headers: Record<string, string> = {}): Promise<Array<Record<string, any>>> {
+  const out: Array<Record<string, any>> = [];
+  for (const e of m.error) {
+    const res = await fetch(e.url, { headers });
+    expect(res.status).toBe(200);
+    for (const line of (await res.text()).split('\n').filter(Boolean)) out.push(JSON.parse(line));
+  }
+  return out;
+}
