@@ -14,7 +14,9 @@ CREATE TABLE search_token (
   system text COLLATE "C",
   value text COLLATE "C"
 );
-CREATE INDEX search_token_value_idx ON search_token (resource_type, code, value, system, id);
+-- id right after value (system only INCLUDEd, checked from the index): a token's matches come out in id order,
+-- so `code=X` paged by id merges with the resource key and stops after a page.
+CREATE INDEX search_token_value_idx ON search_token (resource_type, code, value, id) INCLUDE (system);
 CREATE INDEX search_token_res_idx ON search_token (resource_type, id, code);
 
 -- string: lower-case, accent-free `value` (prefix / contains), and the original text for :exact.
@@ -40,7 +42,8 @@ CREATE TABLE search_date (
 );
 CREATE INDEX search_date_low_idx ON search_date (resource_type, code, low, high);
 CREATE INDEX search_date_high_idx ON search_date (resource_type, code, high);
-CREATE INDEX search_date_res_idx ON search_date (resource_type, id, code);
+-- covering: a date filter applied to ids found elsewhere (patient=…&date=…) probes the index only
+CREATE INDEX search_date_res_idx ON search_date (resource_type, id, code) INCLUDE (low, high);
 
 -- number and quantity: [low, high] (equal for a point value; a Range gives both ends), plus unit for quantities.
 CREATE TABLE search_quantity (
@@ -112,6 +115,7 @@ CREATE TABLE search_sort (
 );
 -- Not a primary key on purpose: the indexer deletes old rows and inserts new ones in one statement, and a
 -- unique check could see the old row before its delete ran.
-CREATE INDEX search_sort_res_idx ON search_sort (resource_type, id, code);
+-- covering: sorting a filtered set (patient=…&_sort=-date) reads the keys from the index only
+CREATE INDEX search_sort_res_idx ON search_sort (resource_type, id, code) INCLUDE (lo, hi);
 CREATE INDEX search_sort_lo_idx ON search_sort (resource_type, code, lo, id);
 CREATE INDEX search_sort_hi_idx ON search_sort (resource_type, code, hi, id);

@@ -64,17 +64,17 @@ function suite(name: string, open: () => Promise<TestDb | undefined>): void {
       searchResources(t.db, { resourceType, params, baseUrl: BASE, handling: 'lenient', ...extra });
     const matchIds = (b: Bundle): string[] =>
       sorted((b.entry ?? []).filter((e) => e.search?.mode === 'match').map((e) => e.resource!.id!));
-    /** All match ids of a search, following next links; asserts no page repeats an id. */
+    /** All match ids of a search, following next links (keyset `_cursor` or `_offset`); asserts no page repeats an id. */
     async function allPages(resourceType: string, params: Array<[string, string]>, count = 50): Promise<string[]> {
       const seen: string[] = [];
-      let offset = 0;
+      let query: Array<[string, string]> = [...params, ['_count', String(count)]];
       for (let page = 0; page < 1000; page++) {
-        const b = await search(resourceType, [...params, ['_count', String(count)], ['_offset', String(offset)]]);
+        const b = await search(resourceType, query);
         const ids = (b.entry ?? []).filter((e) => e.search?.mode === 'match').map((e) => e.resource!.id!);
         seen.push(...ids);
         const next = b.link?.find((l) => l.relation === 'next');
         if (!next) break;
-        offset = Number(new URL(next.url!).searchParams.get('_offset'));
+        query = [...new URL(next.url!).searchParams.entries()];
       }
       expect(new Set(seen).size).toBe(seen.length);
       return seen;

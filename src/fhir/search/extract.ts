@@ -242,11 +242,29 @@ export function emptyRows(): IndexRows {
   return { token: [], string: [], date: [], quantity: [], reference: [], uri: [], composite: [], sort: [] };
 }
 
+/** Top-level element names of a resource; a choice element `valueQuantity` also counts as `value`. */
+function presentElements(resource: Resource): Set<string> {
+  const out = new Set<string>();
+  for (const [k, v] of Object.entries(resource)) {
+    if (v === undefined || v === null) continue;
+    out.add(k);
+    const m = /^([a-z][a-zA-Z]*?)[A-Z]/.exec(k);
+    if (m) {
+      // every camel-case prefix, so `valueCodeableConcept` counts as `value` and `valueCodeable`
+      for (let i = 1; i < k.length; i++) if (k[i] >= 'A' && k[i] <= 'Z') out.add(k.slice(0, i));
+    }
+  }
+  return out;
+}
+
 /** All index rows for a resource (deduplicated). */
 export function extractIndexRows(resource: Resource): IndexRows {
   const rows = emptyRows();
   const input = [toTypedValue(resource)];
+  const present = presentElements(resource);
   for (const def of indexedParamsOf(resource.resourceType)) {
+    // Most parameters of a type read elements this resource does not have: skip the FHIRPath evaluation.
+    if (def.roots && !def.roots.some((r) => present.has(r))) continue;
     const values = evaluate(def, input);
     if (values.length === 0) continue;
     addParam(rows, def, values, input[0]);

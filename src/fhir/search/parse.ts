@@ -35,6 +35,8 @@ export interface ParsedSearch {
   sort: SortKey[];
   count?: number;
   offset: number;
+  /** Opaque keyset position from a `next` link (`_cursor`), see execute.ts. */
+  cursor?: string;
   total?: 'none' | 'estimate' | 'accurate';
   summary?: 'true' | 'false' | 'count' | 'data' | 'text';
   elements?: string[];
@@ -187,6 +189,10 @@ export function parseSearch(types: string[], params: Array<[string, string]>): P
       case '_offset':
         out.offset = parseCount(name, value);
         continue;
+      case '_cursor':
+        if (!/^[A-Za-z0-9_-]{1,2000}$/.test(value)) throw badRequest(`_cursor is not a cursor from a next link: "${value}"`, '_cursor');
+        out.cursor = value;
+        continue;
       case '_total':
         if (!['none', 'estimate', 'accurate'].includes(value)) throw badRequest(`_total must be none, estimate or accurate, got "${value}"`, '_total');
         out.total = value as ParsedSearch['total'];
@@ -220,6 +226,7 @@ export function parseSearch(types: string[], params: Array<[string, string]>): P
       else throw e;
     }
   }
+  if (out.cursor && out.offset) throw badRequest('_cursor and _offset cannot be combined', '_cursor');
   return out;
 }
 

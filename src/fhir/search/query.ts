@@ -4,6 +4,7 @@
  * so PostgreSQL can drive the query from the most selective index and never reads resource JSON.
  */
 import { badRequest } from '../outcome.js';
+import { paramOf, storage } from './definitions.js';
 import type { ParamDef } from './definitions.js';
 import type { Filter } from './parse.js';
 import {
@@ -62,10 +63,35 @@ function idIn(alias: string, types: string[], table: string, where: string, sql:
   return `(${alias}.resource_type, ${alias}.id) ${not}IN (SELECT resource_type, id FROM ${table} WHERE ${typeCond(sql, types)} AND ${where})`;
 }
 
+/**
+ * The rows of a parameter in its index table: `code = …` for a stored parameter; for an alias the codes that
+ * hold its values (and, for `patient` = `subject.where(resolve() is Patient)`, the target type). `suffix`
+ * selects the companion rows (`:text`, `:of-type`). `col` prefixes column names with a table alias.
+ */
+export function storageCond(def: ParamDef, sql: Sql, suffix = '', col = ''): string {
+  const s = storage(def);
+  const codes = s.codes.map((c) => c + suffix);
+  const c = codes.length === 1 ? `${col}code = ${sql.p(codes[0])}` : `${col}code = ANY(${sql.p(codes)}::text[])`;
+  return s.targetType && suffix === '' ? `${c} AND ${col}target_type = ${sql.p(s.targetType)}` : c;
+}
+
 const or = (parts: string[]): string => (parts.length === 1 ? parts[0] : `(${parts.join(' OR ')})`);
 
 /** The SQL predicate on `alias` (a row of `resource`) for one filter. */
 export function filterCondition(f: Filter, alias: string, types: string[], sql: Sql): string {
+  if (types.length > 1 && f.kind !== 'has' && !f.def.column) {
+    // System-level search: a code may be stored under its own rows in one type and be an alias in another
+    // (`patient` of AllergyIntolerance vs Observation); then each type gets its own condition.
+    const defs = types.map((t) => paramOf(t, f.def.code));
+    const key = (d: ParamDef | undefined): string => JSON.stringify(d ? storage(d) : null);
+    if (defs.some((d) => key(d) !== key(f.def))) {
+      return or(
+        types.map((t, i) =>
+          defs[i] ? `(${alias}.resource_type = ${sql.p(t)} AND ${filterCondition({ ...f, def: defs[i] } as Filter, alias, [t], sql)})` : 'false',
+        ),
+      );
+    }
+  }
   switch (f.kind) {
     case 'missing':
       return missingCondition(f.def, f.missing, alias, types, sql);
@@ -81,7 +107,7 @@ export function filterCondition(f: Filter, alias: string, types: string[], sql: 
 function missingCondition(def: ParamDef, missing: boolean, alias: string, types: string[], sql: Sql): string {
   if (def.column === 'id' || def.column === 'last_updated') return missing ? 'false' : 'true';
   if (def.column === 'compartments') return missing ? `${alias}.compartments = '{}'` : `${alias}.compartments <> '{}'`;
-  return idIn(alias, types, TABLE[def.type], `code = ${sql.p(def.code)}`, sql, missing);
+  return idIn(alias, types, TABLE[def.type], storageCond(def, sql), sql, missing);
 }
 
 function chainCondition(f: Extract<Filter, { kind: 'chain' }>, alias: string, types: string[], sql: Sql): string {
@@ -92,14 +118,14 @@ function chainCondition(f: Extract<Filter, { kind: 'chain' }>, alias: string, ty
       `(SELECT c.id FROM resource c WHERE c.resource_type = ${sql.p(type)} AND NOT c.deleted AND ${innerCond}))`
     );
   });
-  return idIn(alias, types, 'search_reference', `code = ${sql.p(f.def.code)} AND ${or(perTarget)}`, sql);
+  return idIn(alias, types, 'search_reference', `${storageCond(f.def, sql)} AND ${or(perTarget)}`, sql);
 }
 
 function hasCondition(f: Extract<Filter, { kind: 'has' }>, alias: string, types: string[], sql: Sql): string {
   const innerCond = filterCondition(f.inner, 'h', [f.sourceType], sql);
   const src = sql.p(f.sourceType);
   const sub =
-    `SELECT target_id FROM search_reference WHERE resource_type = ${src} AND code = ${sql.p(f.refDef.code)} ` +
+    `SELECT target_id FROM search_reference WHERE resource_type = ${src} AND ${storageCond(f.refDef, sql)} ` +
     `AND target_type = ${types.length === 1 ? sql.p(types[0]) : `${alias}.resource_type`} ` +
     `AND id IN (SELECT h.id FROM resource h WHERE h.resource_type = ${src} AND NOT h.deleted AND ${innerCond})`;
   return `${alias}.id IN (${sub})`;
@@ -111,7 +137,7 @@ function bad(f: { name: string }, msg: string): never {
 
 function valueCondition(f: Extract<Filter, { kind: 'value' }>, alias: string, types: string[], sql: Sql): string {
   const { def } = f;
-  const codeCond = (code = def.code): string => `code = ${sql.p(code)}`;
+  const codeCond = (suffix = ''): string => storageCond(def, sql, suffix);
   // Parameters answered from columns of `resource`.
   if (def.column === 'id') {
     const ids = f.values.map(unescapeValue);
@@ -131,7 +157,7 @@ function valueCondition(f: Extract<Filter, { kind: 'value' }>, alias: string, ty
           const n = likeEscape(normalizeString(unescapeValue(v)));
           return `(value LIKE ${sql.p(n + '%')} OR value LIKE ${sql.p('% ' + n + '%')})`;
         });
-        return idIn(alias, types, 'search_string', `${codeCond(def.code + ':text')} AND ${or(conds)}`, sql);
+        return idIn(alias, types, 'search_string', `${codeCond(':text')} AND ${or(conds)}`, sql);
       }
       if (f.modifier === 'of-type') {
         const conds = f.values.map((v) => {
@@ -139,7 +165,7 @@ function valueCondition(f: Extract<Filter, { kind: 'value' }>, alias: string, ty
           if (parts.length !== 3 || !parts[1] || !parts[2]) bad(f, `"${v}" must be typeSystem|typeCode|value`);
           return `(system = ${sql.p(`${unescapeValue(parts[0])}|${unescapeValue(parts[1])}`)} AND value = ${sql.p(unescapeValue(parts[2]))})`;
         });
-        return idIn(alias, types, 'search_token', `${codeCond(def.code + ':of-type')} AND ${or(conds)}`, sql);
+        return idIn(alias, types, 'search_token', `${codeCond(':of-type')} AND ${or(conds)}`, sql);
       }
       const conds = f.values.map((v) => tokenMatch(v, 'system', 'value', sql));
       return idIn(alias, types, 'search_token', `${codeCond()} AND ${or(conds)}`, sql, f.modifier === 'not');

@@ -25,7 +25,7 @@ interface Column {
   type: string;
 }
 
-interface TableSpec {
+export interface TableSpec {
   table: (typeof INDEX_TABLES)[number];
   columns: Column[];
   values: (rows: IndexRows) => unknown[][];
@@ -35,7 +35,8 @@ const t = (name: string, type = 'text'): Column => ({ name, type });
 const num = (n: number | null): string | null => (n === null ? null : String(n));
 const ts = (d: Date | null): string | null => (d === null ? null : pgTimestamp(d));
 
-const SPECS: TableSpec[] = [
+/** Each index table's columns (after resource_type, id) and the rows of an extraction in their text form. */
+export const SPECS: TableSpec[] = [
   {
     table: 'search_token',
     columns: [t('code'), t('system'), t('value')],
