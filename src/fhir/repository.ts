@@ -3,7 +3,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import type { Database, Queryable, Tx } from '../db/database.js';
 import { badRequest, conflict, FhirError, gone, notFound, preconditionFailed } from './outcome.js';
 import { assertValidResource, assertResourceType, assertValidId } from './validation.js';
-import { indexResource, patientCompartmentsOf, removeResourceIndex, searchIds } from './search/index.js';
+import { indexResourceCtes, patientCompartmentsOf, removeResourceIndex, searchIds } from './search/index.js';
 import { applyJsonPatch } from './patch.js';
 
 export interface StoredVersion {
@@ -267,22 +267,27 @@ export class Repository {
     } as T;
     assertValidResource(resource);
     const json = JSON.stringify(resource);
+    const params: unknown[] = [resource.resourceType, resource.id, versionId, now, method, json, patientCompartmentsOf(resource)];
+    // History, current row and search index in one statement: one round trip per write.
+    const indexCtes = indexResourceCtes(resource, params);
     await tx.query(
       `WITH h AS (
          INSERT INTO resource_history (resource_type, id, version_id, last_updated, deleted, method, content)
-         VALUES ($1, $2, $3, $4, false, $5, $6) RETURNING seq)
-       INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content, compartments, seq)
-       SELECT $1, $2, $3, $4, false, $6, $7, seq FROM h
-       ON CONFLICT (resource_type, id) DO UPDATE SET
-         version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, deleted = false,
-         content = EXCLUDED.content, compartments = EXCLUDED.compartments, seq = EXCLUDED.seq`,
-      [resource.resourceType, resource.id, versionId, now, method, json, patientCompartmentsOf(resource)],
+         VALUES ($1, $2, $3, $4, false, $5, $6) RETURNING seq),
+       r AS (
+         INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content, compartments, seq)
+         SELECT $1, $2, $3, $4, false, $6, $7, seq FROM h
+         ON CONFLICT (resource_type, id) DO UPDATE SET
+           version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, deleted = false,
+           content = EXCLUDED.content, compartments = EXCLUDED.compartments, seq = EXCLUDED.seq)
+       ${indexCtes.map((c) => `, ${c}`).join('\n')}
+       SELECT 1`,
+      params,
     ).catch((err: { code?: string; message: string }) => {
       // Two writers creating the same client-assigned id at once: the loser retries as an update.
       if (err.code === '23505') throw conflict(`${resource.resourceType}/${resource.id} was written concurrently; retry`);
       throw err;
     });
-    await indexResource(tx, resource);
     if (this.hooks.length) await this.emit(tx, {
       method,
       resourceType: resource.resourceType,

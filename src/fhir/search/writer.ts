@@ -117,6 +117,20 @@ export function buildIndexStatement(
   replace: boolean,
 ): { sql: string; params: unknown[] } {
   const params: unknown[] = [];
+  const ctes = buildIndexCtes(items, replace, params);
+  if (ctes.length === 0) return { sql: 'SELECT 1', params: [] };
+  return { sql: `WITH ${ctes.join(',\n')} SELECT 1`, params };
+}
+
+/**
+ * The data-modifying CTEs that (re)write the index rows of `items`, numbering their parameters after those
+ * already in `params` (which it appends to) — so a caller can fold them into its own statement.
+ */
+export function buildIndexCtes(
+  items: Array<{ resourceType: string; id: string; rows: IndexRows }>,
+  replace: boolean,
+  params: unknown[],
+): string[] {
   const p = (v: unknown): string => {
     params.push(v);
     return `$${params.length}`;
@@ -150,8 +164,7 @@ export function buildIndexStatement(
         `SELECT * FROM unnest(${arrays.join(', ')}))`,
     );
   });
-  if (ctes.length === 0) return { sql: 'SELECT 1', params: [] };
-  return { sql: `WITH ${ctes.join(',\n')} SELECT 1`, params };
+  return ctes;
 }
 
 export async function writeIndex(tx: Tx, resource: Resource): Promise<void> {
