@@ -1,5 +1,6 @@
 import { getResourceTypes, OperationOutcomeError, validateResource } from '@medplum/core';
-import type { Resource } from '@medplum/fhirtypes';
+import type { OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
+import { checkRequiredBindings } from './bindings.js';
 import { loadFhirDefinitions } from './definitions.js';
 import { badRequest, FhirError, notFound } from './outcome.js';
 
@@ -35,17 +36,17 @@ export function assertValidId(id: string): void {
 export function assertValidResource(resource: Resource): void {
   loadFhirDefinitions();
   if (resource.id !== undefined) assertValidId(resource.id);
+  const issues: OperationOutcomeIssue[] = [];
   try {
     validateResource(resource);
   } catch (err) {
-    if (err instanceof OperationOutcomeError) {
-      const outcome = err.outcome;
-      for (const issue of outcome.issue ?? []) {
-        // The library puts its message in details.text; clients and log readers look at diagnostics.
-        if (!issue.diagnostics && issue.details?.text) issue.diagnostics = `${issue.details.text} (${issue.expression?.join(', ') ?? ''})`;
-      }
-      throw new FhirError(400, outcome);
+    if (!(err instanceof OperationOutcomeError)) throw err;
+    for (const issue of err.outcome.issue ?? []) {
+      // The library puts its message in details.text; clients and log readers look at diagnostics.
+      if (!issue.diagnostics && issue.details?.text) issue.diagnostics = `${issue.details.text} (${issue.expression?.join(', ') ?? ''})`;
+      issues.push(issue);
     }
-    throw err;
   }
+  issues.push(...checkRequiredBindings(resource));
+  if (issues.length) throw new FhirError(400, { resourceType: 'OperationOutcome', issue: issues });
 }

@@ -136,6 +136,16 @@ describe.each(testDatabases())('FHIR REST on $name', (backend) => {
     expect(expressions).toContain('Patient.birthDate');
     expect(expressions).toContain('Patient.name.given');
 
+    // Required bindings on codes are checked too (the library's validator does not).
+    const badCode = await post('Observation', { resourceType: 'Observation', status: 'bogus', code: { text: 'x' } });
+    expect(badCode.status).toBe(400);
+    const codeIssue = ((await badCode.json()) as OperationOutcome).issue?.[0];
+    expect(codeIssue?.code).toBe('code-invalid');
+    expect(codeIssue?.expression).toEqual(['Observation.status']);
+    expect(codeIssue?.diagnostics).toContain('observation-status');
+    const nested = await post('Patient', { resourceType: 'Patient', contact: [{ name: { family: 'K' }, gender: 'nope' }] });
+    expect(((await nested.json()) as OperationOutcome).issue?.[0].expression).toEqual(['Patient.contact[0].gender']);
+
     const missing = await post('Observation', { resourceType: 'Observation' });
     expect(((await missing.json()) as OperationOutcome).issue?.flatMap((i) => i.expression)).toEqual(
       expect.arrayContaining(['Observation.status', 'Observation.code']),
