@@ -45,6 +45,7 @@ function findCommand(words: string[]): { cmd: CliCommand; rest: string[] } | und
 async function runAdminCommand(config: Config, cmd: CliCommand, args: CliArgs): Promise<{ status: number; body: unknown }> {
   const running = await findRunningServer(config);
   if (running) return call(running.url, running.adminToken, cmd, args);
+  console.error('conflux: no running server found; running the command in-process on the database');
   const rt = await createRuntime(config);
   const facades = await startPlugins(rt, false);
   const server = http.createServer(rt.app);
@@ -155,6 +156,8 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (err: Error) => {
+    // With --json, a failure is still one JSON document on stdout, for scripts.
+    if (process.argv.includes('--json')) console.log(JSON.stringify({ error: err.message }));
     console.error(`conflux: ${err.message}`);
     process.exit(1);
   },

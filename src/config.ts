@@ -3,6 +3,8 @@ import path from 'node:path';
 /** Everything the server reads from its environment, parsed once and typed. */
 export interface Config {
   port: number;
+  /** Interface every listener binds to. Loopback by default when AUTH=off, so an open server stays local. */
+  host: string;
   mllpPort: number;
   dicomPort: number;
   databaseUrl?: string;
@@ -33,15 +35,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: string[] 
   const port = intFrom(env, 'PORT', 8080);
   const baseUrl = (env.BASE_URL ?? `http://localhost:${port}`).replace(/\/+$/, '');
   const open = argv.includes('--open') || ['off', 'false', '0'].includes((env.AUTH ?? '').toLowerCase());
+  const authEnabled = !open;
   return {
     port,
+    host: env.HOST || (authEnabled ? '0.0.0.0' : '127.0.0.1'),
     mllpPort: intFrom(env, 'MLLP_PORT', 2575),
     dicomPort: intFrom(env, 'DICOM_PORT', 11112),
     databaseUrl: env.DATABASE_URL || undefined,
     dataDir: path.resolve(env.DATA_DIR ?? './data'),
     baseUrl,
     fhirBaseUrl: `${baseUrl}/fhir`,
-    authEnabled: !open,
+    authEnabled,
     maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
     defaultPageSize: intFrom(env, 'DEFAULT_PAGE_SIZE', 20),
     maxPageSize: intFrom(env, 'MAX_PAGE_SIZE', 1000),

@@ -1,4 +1,4 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -22,6 +22,16 @@ export function serverInfoPath(config: Config): string {
   return path.join(config.dataDir, 'server.json');
 }
 
+/** Removes server.json only if it still describes this process (never another server's). */
+async function removeOwnInfoFile(file: string): Promise<void> {
+  try {
+    const info = JSON.parse(await readFile(file, 'utf8')) as { pid?: number };
+    if (info.pid === process.pid) await rm(file, { force: true });
+  } catch {
+    /* already gone */
+  }
+}
+
 /** Starts HTTP and every plug-in's listeners; `stop` drains in-flight requests, then closes everything. */
 export async function startServer(config: Config, opts: { db?: Runtime['db'] } = {}): Promise<RunningServer> {
   const runtime = await createRuntime(config, { db: opts.db });
@@ -35,7 +45,7 @@ export async function startServer(config: Config, opts: { db?: Runtime['db'] } =
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.port, () => resolve());
+    server.listen(config.port, config.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
   const url = `http://127.0.0.1:${port}`;
@@ -64,7 +74,7 @@ export async function startServer(config: Config, opts: { db?: Runtime['db'] } =
       clearTimeout(force);
       for (const f of facades.reverse()) await f.stop().catch((err) => log.error(`facade stop: ${(err as Error).message}`));
       await runtime.close();
-      if (!opts.db) await rm(infoFile, { force: true });
+      if (!opts.db) await removeOwnInfoFile(infoFile);
       log.info('stopped');
     })());
   return { runtime, http: server, url, stop };

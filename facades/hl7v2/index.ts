@@ -43,6 +43,7 @@ export const facade: Facade = {
       const env = ctx.config.env;
       listener = await startMllpListener(deps, {
         port: ctx.config.mllpPort,
+        host: ctx.config.host,
         maxMessageBytes: env.MLLP_MAX_BYTES ? Number(env.MLLP_MAX_BYTES) : undefined,
         idleTimeoutMs: env.MLLP_IDLE_TIMEOUT_MS ? Number(env.MLLP_IDLE_TIMEOUT_MS) : undefined,
         tls: tlsFromEnv(env),

@@ -1,3 +1,4 @@
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { PGlite, types } from '@electric-sql/pglite';
 import type { Database, QueryResult, Tx } from './database.js';
 
@@ -7,13 +8,22 @@ import type { Database, QueryResult, Tx } from './database.js';
  */
 export class PgliteDatabase implements Database {
   readonly kind = 'pglite' as const;
-  private constructor(private readonly db: PGlite) {}
+  private constructor(
+    private readonly db: PGlite,
+    private readonly lockFile?: string,
+  ) {}
 
   /** `dataDir` undefined → in-memory (tests). */
   static async open(dataDir?: string): Promise<PgliteDatabase> {
-    const db = new PGlite(dataDir, { parsers: { [types.INT8]: (v: string) => Number(v) } });
-    await db.waitReady;
-    return new PgliteDatabase(db);
+    const lockFile = dataDir ? acquireLock(dataDir) : undefined;
+    try {
+      const db = new PGlite(dataDir, { parsers: { [types.INT8]: (v: string) => Number(v) } });
+      await db.waitReady;
+      return new PgliteDatabase(db, lockFile);
+    } catch (err) {
+      if (lockFile) rmSync(lockFile, { force: true });
+      throw err;
+    }
   }
 
   async query<R>(sql: string, params?: unknown[]): Promise<QueryResult<R>> {
@@ -57,5 +67,41 @@ export class PgliteDatabase implements Database {
 
   async close(): Promise<void> {
     await this.db.close();
+    if (this.lockFile) rmSync(this.lockFile, { force: true });
+  }
+}
+
+/**
+ * PGlite is one process's database: two processes opening the same directory corrupt it. A lock file with
+ * the owner's pid refuses the second opener with a message that says what to do; a stale lock (its process
+ * gone) is taken over.
+ */
+function acquireLock(dataDir: string): string {
+  const file = `${dataDir}.lock`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx', mode: 0o600 });
+      return file;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number(readFileSync(file, 'utf8'));
+      if (owner && owner !== process.pid && isAlive(owner)) {
+        throw new Error(
+          `the embedded database in ${dataDir} is in use by process ${owner} (a running Conflux server?). ` +
+            'Stop it, use the running server (the CLI does so automatically), or use PostgreSQL (DATABASE_URL) to run several processes.',
+        );
+      }
+      rmSync(file, { force: true });
+    }
+  }
+  throw new Error(`could not lock ${dataDir}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

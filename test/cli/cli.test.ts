@@ -62,6 +62,11 @@ describe('conflux CLI', () => {
       expect((await fetch(`http://127.0.0.1:${port}/fhir/Patient/x`)).status).toBe(401);
       expect((await fetch(`http://127.0.0.1:${port}/admin/status`)).status).toBe(401);
 
+      // A second process may not open the same embedded database.
+      const second = conflux(['migrate', '--json'], env);
+      expect(second.code).toBe(1);
+      expect(second.stderr).toContain(`in use by process ${child.pid}`);
+
       const status = conflux(['status', '--json'], env);
       expect(status.code, status.stderr).toBe(0);
       const s = JSON.parse(status.stdout) as { pid: number; database: string };
