@@ -230,7 +230,10 @@ describe.each(testDatabases())('FHIR REST on $name', (backend) => {
     expect(await health.json()).toMatchObject({ status: 'ok', database: db.kind });
     const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as { openapi: string; paths: Record<string, unknown> };
     expect(doc.openapi).toBe('3.1.0');
-    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/fhir/{type}/{id}', '/healthz']));
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/fhir/{type}/{id}', '/healthz', '/admin/status', '/admin/messages']));
+    // Every fragment in openapi/ is merged as paths, never as a stray top-level key.
+    expect(Object.keys(doc.paths).every((p) => p.startsWith('/'))).toBe(true);
+    expect(Object.keys(doc).filter((k) => k.startsWith('/'))).toEqual([]);
     const docs = await fetch(`${server.url}/docs`);
     expect(docs.headers.get('content-type')).toContain('text/html');
     expect(await docs.text()).toContain('/fhir/{type}/{id}/_history/{vid}');
