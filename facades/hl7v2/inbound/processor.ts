@@ -154,7 +154,7 @@ export async function processMessage(
       const reason = deps.devices
         ? ((await deps.devices.explainAssociation?.(deps.db, need, need.at))?.reason ?? 'no patient–device association covers the reading time')
         : 'device reading without a patient identifier and no device association service available';
-      const ack = acknowledgements(msg, { code: 'AA', issues: [], text: 'held: waiting for a patient–device association' });
+      const ack = acknowledgements(msg, { code: 'AA', issues: [], text: 'held: waiting for a patient-device association' });
       await deps.db.transaction(async (tx) => {
         if (deps.devices) {
           await deps.devices.holdForAssociation(tx, { source: 'hl7v2', messageId: id, deviceIdentifiers: need.deviceIdentifiers, location: need.location, at: need.at, bundle, reason });
