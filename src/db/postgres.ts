@@ -1,8 +1,25 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Database, QueryResult, Tx } from './database.js';
 
 // int8 (counts, sequence numbers) as JS numbers: every value we store fits in 2^53.
 pg.types.setTypeParser(20, (v) => Number(v));
+
+const statementNames = new Map<string, string>();
+
+/**
+ * Parameterised statements become named prepared statements (per connection, by a hash of their text), so
+ * PostgreSQL parses and plans the write path's large CTE statements once per connection, not per write.
+ */
+function toQuery(text: string, values?: unknown[]): pg.QueryConfig {
+  if (!values?.length) return { text, values: values as unknown[] };
+  let name = statementNames.get(text);
+  if (!name) {
+    name = `s_${createHash('sha1').update(text).digest('base64url').slice(0, 20)}`;
+    if (statementNames.size < 5000) statementNames.set(text, name);
+  }
+  return { name, text, values: values as unknown[] };
+}
 
 export class PostgresDatabase implements Database {
   readonly kind = 'postgres' as const;
@@ -15,7 +32,7 @@ export class PostgresDatabase implements Database {
   }
 
   async query<R>(sql: string, params?: unknown[]): Promise<QueryResult<R>> {
-    const r = await this.pool.query(sql, params as unknown[]);
+    const r = await this.pool.query(toQuery(sql, params));
     return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
   }
 
@@ -29,7 +46,7 @@ export class PostgresDatabase implements Database {
       await client.query('BEGIN');
       const tx: Tx = {
         query: async <R>(sql: string, params?: unknown[]) => {
-          const r = await client.query(sql, params as unknown[]);
+          const r = await client.query(toQuery(sql, params));
           return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
         },
         exec: async (sql: string) => {
