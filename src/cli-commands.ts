@@ -66,9 +66,9 @@ export const CLI_COMMANDS: CliCommand[] = [
   { words: 'destination show', summary: 'one destination (<name>)', method: 'GET', path: (a) => `/admin/outbound/destinations/${need(a, 'destination name')}` },
   { words: 'destination pause', summary: 'stop sending to a destination (<name>); messages keep queueing', method: 'POST', path: (a) => `/admin/outbound/destinations/${need(a, 'destination name')}/pause` },
   { words: 'destination resume', summary: 'resume sending to a destination (<name>)', method: 'POST', path: (a) => `/admin/outbound/destinations/${need(a, 'destination name')}/resume` },
-  { words: 'outbound list', summary: 'outbound HL7 v2 messages (--destination NAME --state queued,sending,delivered,dead --patient ID --limit N --before ID --payload true)', method: 'GET', path: () => '/admin/outbound/messages' },
+  { words: 'outbound list', summary: 'outbound HL7 v2 messages (--destination NAME --state queued,sending,delivered,dead,superseded --patient ID --limit N --before ID --payload true)', method: 'GET', path: () => '/admin/outbound/messages' },
   { words: 'outbound show', summary: 'one outbound message (<id>) with the bytes sent and the ACK received', method: 'GET', path: (a) => `/admin/outbound/messages/${need(a, 'outbound message id')}` },
-  { words: 'outbound replay', summary: 'resend one outbound message (<id>) or every dead one (--all [--destination NAME] [--state dead|delivered]); --rebuild builds it again from the current resources', method: 'POST', path: (a) => (a.positional[0] ? `/admin/outbound/messages/${need(a, 'outbound message id')}/replay` : '/admin/outbound/messages/replay'), body: (a) => ({ destination: a.flags.destination, state: a.flags.state, rebuild: a.flags.rebuild === true || a.flags.rebuild === 'true' }) },
+  { words: 'outbound replay', summary: 'resend one outbound message (<id>) or every dead one (--all [--destination NAME] [--state dead|delivered]); --rebuild builds it again from the current resources', method: 'POST', path: outboundReplayPath, body: (a) => ({ destination: a.flags.destination, state: a.flags.state, rebuild: a.flags.rebuild === true || a.flags.rebuild === 'true' }) },
 ];
 
 function smartClientBody(a: CliArgs): unknown {
@@ -92,6 +92,16 @@ function smartClientBody(a: CliArgs): unknown {
     jwks,
     scope: f.scope === undefined ? undefined : [f.scope].flat().join(' '),
   };
+}
+
+/** A bare `outbound replay` must not mean "every dead message": the bulk form needs --all, spelled out. */
+function outboundReplayPath(a: CliArgs): string {
+  const all = a.flags.all === true;
+  if (a.positional.length > 1) throw new Error(`outbound replay takes one message id, got ${a.positional.join(' ')}`);
+  if (a.positional[0] && all) throw new Error('outbound replay: give either a message id or --all, not both');
+  if (a.positional[0]) return `/admin/outbound/messages/${need(a, 'outbound message id')}/replay`;
+  if (all) return '/admin/outbound/messages/replay';
+  throw new Error('outbound replay needs a message id (outbound replay <id>) or --all (every dead message, optionally --destination NAME --state dead|delivered)');
 }
 
 /** `destination add` flags → the destination JSON of the admin API (and of HL7_DESTINATIONS_FILE). */

@@ -10,7 +10,7 @@ import { startPlugins } from './plugins.js';
 import { createRuntime } from './runtime.js';
 import { serverInfoPath, startServer } from './server.js';
 
-const BOOLEAN_FLAGS = new Set(['json', 'open', 'confidential', 'all']);
+const BOOLEAN_FLAGS = new Set(['json', 'open', 'confidential', 'all', 'rebuild', 'paused', 'replace', 'tls', 'tls-insecure']);
 
 /** `a b --x 1 --y --x 2 c` → words [a b c], flags {x: [1, 2], y: true}. */
 export function parseArgs(argv: string[]): { words: string[]; flags: CliArgs['flags'] } {

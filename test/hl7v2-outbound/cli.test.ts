@@ -10,6 +10,7 @@ import { makeLogger, type FacadeContext } from '../../src/facade.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { startOutbound, type OutboundHandle } from '../../facades/hl7v2/outbound/index.js';
 import { startPeer, type Peer } from './peer.js';
+import { labReport, until } from './helpers.js';
 
 const run = promisify(execFile);
 
@@ -21,6 +22,17 @@ describe('conflux destination / outbound commands', () => {
   const cli = async (...args: string[]) => {
     const { stdout } = await run(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args, '--json'], { env: { ...process.env, DATA_DIR: dir, AUTH: 'off' } });
     return JSON.parse(stdout);
+  };
+  /** A command that must fail: exit code 1 and, with --json, {"error": ...} on stdout. */
+  const cliFails = async (...args: string[]): Promise<string> => {
+    try {
+      await run(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args, '--json'], { env: { ...process.env, DATA_DIR: dir, AUTH: 'off' } });
+    } catch (err) {
+      const e = err as { code?: number; stdout?: string };
+      expect(e.code).toBe(1);
+      return String(JSON.parse(e.stdout ?? '{}').error ?? e.stdout);
+    }
+    throw new Error(`conflux ${args.join(' ')} succeeded but should have failed`);
   };
 
   beforeAll(async () => {
@@ -44,9 +56,45 @@ describe('conflux destination / outbound commands', () => {
     expect(added.retry.initialDelayMs).toBe(500);
     const list = await cli('destination', 'list');
     expect(list.destinations.map((d: any) => d.name)).toEqual(['epic-results']);
-    expect(list.destinations[0].counts).toEqual({ queued: 0, sending: 0, delivered: 0, dead: 0 });
+    expect(list.destinations[0].counts).toEqual({ queued: 0, sending: 0, delivered: 0, dead: 0, superseded: 0 });
     expect((await cli('destination', 'pause', 'epic-results')).paused).toBe(true);
     expect((await cli('destination', 'resume', 'epic-results')).paused).toBe(false);
     expect((await cli('outbound', 'list', '--destination', 'epic-results')).messages).toEqual([]);
+  }, 60_000);
+
+  it('outbound replay needs <id> or --all, and --rebuild takes no value (the id after it stays the id)', async () => {
+    peer.answer = () => 'AE';
+    const res = await fetch(`${server.url}/fhir`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: labReport('CLI-1', { category: 'LAB' }) }),
+    });
+    expect(res.status).toBe(200);
+    const dead = await until(async () => {
+      const m = (await cli('outbound', 'list', '--destination', 'epic-results', '--state', 'dead')).messages as any[];
+      return m.length === 1 && m[0];
+    }, 'a dead message');
+    peer.answer = () => 'AA';
+    const total = async () => ((await cli('outbound', 'list', '--destination', 'epic-results')).messages as any[]).length;
+    expect(await total()).toBe(1);
+
+    // A bare replay used to resend every dead message.
+    expect(await cliFails('outbound', 'replay')).toMatch(/needs a message id .*or --all/);
+    expect(await cliFails('outbound', 'replay', '--destination', 'epic-results')).toMatch(/or --all/);
+    expect(await cliFails('outbound', 'replay', String(dead.id), '--all')).toMatch(/either a message id or --all/);
+    expect(await total()).toBe(1);
+
+    // "--rebuild <id>": --rebuild is a switch, so <id> is the message id, not its value.
+    const one = await cli('outbound', 'replay', '--rebuild', String(dead.id));
+    expect(one.replayed).toEqual([{ of: dead.id, id: expect.any(Number) }]);
+    const rebuilt = await until(async () => {
+      const r = await cli('outbound', 'show', String(one.replayed[0].id));
+      return r.state === 'delivered' && r;
+    }, 'the rebuilt replay delivered');
+    expect(rebuilt.replayOf).toBe(dead.id);
+
+    const all = await cli('outbound', 'replay', '--all', '--destination', 'epic-results');
+    expect(all.replayed).toBe(1);
+    expect(await total()).toBe(3);
   }, 60_000);
 });

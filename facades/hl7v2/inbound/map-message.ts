@@ -33,6 +33,27 @@ export function mapMessage(msg: Hl7v2Message, config: MappingConfig): MappedMess
     throw new Hl7DataError([issueAt(msh, 10, HL7_ERROR.requiredFieldMissing, 'MSH-10 message control id is empty: a resend could not be recognised')]);
   }
   const ctx: MapContext = { config, senderNamespace: msh.get(4) || msh.get(3) };
+  const mapped = mapByType(msg, code, ctx);
+  if (pid !== 'P') markProcessingId(mapped, pid);
+  return mapped;
+}
+
+/**
+ * Training (T) and debugging (D) data is tagged with its MSH-11 (HL7 table 0103), so that the outbound
+ * side never forwards it as production (facades/hl7v2/outbound, options.forwardNonProduction).
+ */
+function markProcessingId(mapped: MappedMessage, pid: string): void {
+  for (const e of mapped.bundle.entry ?? []) {
+    const r = e.resource;
+    if (!r) continue;
+    const tags = (r.meta?.tag ?? []).filter((t) => t.system !== PROCESSING_ID_SYSTEM);
+    r.meta = { ...r.meta, tag: [...tags, { system: PROCESSING_ID_SYSTEM, code: pid }] };
+  }
+}
+
+const PROCESSING_ID_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v2-0103';
+
+function mapByType(msg: Hl7v2Message, code: string, ctx: MapContext): MappedMessage {
   switch (code) {
     case 'ADT':
       return mapAdt(msg, ctx);
@@ -42,7 +63,7 @@ export function mapMessage(msg: Hl7v2Message, config: MappingConfig): MappedMess
     default: {
       const trig = msg.triggerEvent;
       if (code === 'ORM' && trig && trig !== 'O01') {
-        throw new Hl7RejectError([issueAt(msh, 9, HL7_ERROR.unsupportedEventCode, `ORM event ${trig} is not supported (ORM^O01 is)`, 2)]);
+        throw new Hl7RejectError([issueAt(msg.msh, 9, HL7_ERROR.unsupportedEventCode, `ORM event ${trig} is not supported (ORM^O01 is)`, 2)]);
       }
       return mapOrders(msg, ctx);
     }

@@ -3,7 +3,7 @@ import express, { type Request } from 'express';
 import type { Database } from '../../../src/index.js';
 import { badRequest, conflict, notFound } from '../../../src/index.js';
 import { getDestination, listDestinations, parseDestination, saveDestination, setPaused } from './destinations.js';
-import { countsByDestination, getOutbox, listOutbox, OUTBOX_STATES, replay, replayAll, type OutboxState } from './outbox.js';
+import { countsByDestination, emptyCounts, getOutbox, listOutbox, OUTBOX_STATES, replay, replayAll, type OutboxState } from './outbox.js';
 
 export interface AdminHooks {
   /** Called after a destination changed, so this process's hook and workers see it at once. */
@@ -35,7 +35,7 @@ export function outboundAdminRouter(db: Database, hooks: AdminHooks): express.Ro
 
   r.get('/destinations', async (_req, res) => {
     const [dests, counts] = await Promise.all([listDestinations(db), countsByDestination(db)]);
-    res.json({ destinations: dests.map((d) => ({ ...d, counts: counts[d.name] ?? { queued: 0, sending: 0, delivered: 0, dead: 0 } })) });
+    res.json({ destinations: dests.map((d) => ({ ...d, counts: counts[d.name] ?? emptyCounts() })) });
   });
 
   r.post('/destinations', async (req, res) => {
@@ -53,7 +53,7 @@ export function outboundAdminRouter(db: Database, hooks: AdminHooks): express.Ro
   r.get('/destinations/:name', async (req, res) => {
     const dest = await getDestination(db, req.params.name);
     if (!dest) throw notFound(`no destination named ${req.params.name}`);
-    res.json({ ...dest, counts: (await countsByDestination(db))[dest.name] ?? { queued: 0, sending: 0, delivered: 0, dead: 0 } });
+    res.json({ ...dest, counts: (await countsByDestination(db))[dest.name] ?? emptyCounts() });
   });
 
   /** Changes the settings given and keeps the others. */
@@ -96,7 +96,7 @@ export function outboundAdminRouter(db: Database, hooks: AdminHooks): express.Ro
     const id = intParam(req.params.id, 'message id') ?? -1;
     const row = await getOutbox(db, id);
     if (!row) throw notFound(`no outbound message ${req.params.id}`);
-    if (row.state !== 'delivered' && row.state !== 'dead') throw conflict(`outbound message ${id} is ${row.state}; only delivered or dead messages are replayed`);
+    if (row.state === 'queued' || row.state === 'sending') throw conflict(`outbound message ${id} is ${row.state}; only delivered, dead or superseded messages are replayed`);
     const rebuild = body(req).rebuild === true || body(req).rebuild === 'true';
     const newId = await replay(db, id, { rebuild });
     res.status(202).json({ replayed: [{ of: id, id: newId }] });

@@ -9,6 +9,7 @@ import { FhirError } from '../../../src/index.js';
 import { buildOrder, type OrderControl } from './build-orm.js';
 import { buildOru } from './build-oru.js';
 import type { Dialect } from './profiles.js';
+import { sourceProcessingId } from './triggers.js';
 
 export class BuildError extends Error {}
 
@@ -55,6 +56,23 @@ async function readMany<T extends Resource>(repo: Repository, type: string, refs
   return ids.map((id) => byId.get(id)).filter((r): r is T => r !== undefined);
 }
 
+const PROCESSING_NAMES: Record<string, string> = { T: 'training', D: 'debugging' };
+
+/**
+ * MSH-11 must not claim production for data that came in as training or debugging (inbound MSH-11 T/D,
+ * kept as a meta.tag): such a message carries the source's processing id, and only to a destination
+ * that opted in. The hook already skips non-production triggers; this catches a production report that
+ * lists a non-production result.
+ */
+function withSourceProcessingId(d: Dialect, resources: Array<Resource | undefined>, what: string): Dialect {
+  const pid = resources.map(sourceProcessingId).find((x) => x !== undefined);
+  if (!pid) return d;
+  if (!d.forwardNonProduction) {
+    throw new BuildError(`${what} holds data from an HL7 v2 message with MSH-11 ${pid} (${PROCESSING_NAMES[pid] ?? 'non-production'}); this destination does not take non-production data (options.forwardNonProduction)`);
+  }
+  return { ...d, processingId: pid };
+}
+
 export async function buildMessage(repo: Repository, row: { event: string; groupKey: string }, d: Dialect, controlId: string): Promise<Built> {
   const [family, control] = row.event.split(':');
   if (family === 'ORU') {
@@ -76,9 +94,10 @@ export async function buildMessage(repo: Repository, row: { event: string; group
     if (observations.length === 0 && !report?.presentedForm?.length) {
       throw new BuildError(`${row.groupKey} has no results (DiagnosticReport.result names no readable Observation)`);
     }
+    const dialect = withSourceProcessingId(d, [report, ...observations], row.groupKey);
     const patient = await readOptional<Patient>(repo, subject, 'Patient');
     const enc = await readOptional<Encounter>(repo, encounter, 'Encounter');
-    return { text: buildOru({ report, observations, patient, encounter: enc, controlId }, d), messageType: 'ORU^R01' };
+    return { text: buildOru({ report, observations, patient, encounter: enc, controlId }, dialect), messageType: 'ORU^R01' };
   }
   if (family === 'ORM') {
     let order: ServiceRequest;
@@ -91,9 +110,10 @@ export async function buildMessage(repo: Repository, row: { event: string; group
     } else {
       order = await read<ServiceRequest>(repo, row.groupKey, 'the order to send');
     }
+    const dialect = withSourceProcessingId(d, [order, procedure], row.groupKey);
     const patient = await readOptional<Patient>(repo, procedure?.subject ?? order.subject, 'Patient');
     const enc = await readOptional<Encounter>(repo, order.encounter, 'Encounter');
-    const text = buildOrder({ order, procedure, control: (control ?? 'NW') as OrderControl, patient, encounter: enc, controlId }, d);
+    const text = buildOrder({ order, procedure, control: (control ?? 'NW') as OrderControl, patient, encounter: enc, controlId }, dialect);
     return { text, messageType: d.orderMessage === 'OML' ? 'OML^O21' : 'ORM^O01' };
   }
   throw new BuildError(`unknown outbox event "${row.event}"`);

@@ -116,6 +116,12 @@ export function parseDestination(input: unknown, base?: Destination): Destinatio
   const options = { ...base?.options, ...((o.options ?? {}) as Record<string, unknown>) } as Partial<Dialect>;
   const badOpts = Object.keys(options).filter((k) => !DIALECT_KEYS.has(k));
   if (badOpts.length) throw badRequest(`destination ${name}: unknown option(s) ${badOpts.join(', ')} (known: ${[...DIALECT_KEYS].join(', ')})`);
+  if (options.forwardNonProduction !== undefined) {
+    // From the CLI (--option forwardNonProduction=true) it arrives as text.
+    const v = options.forwardNonProduction as unknown;
+    if (v !== true && v !== false && v !== 'true' && v !== 'false') throw badRequest(`destination ${name}: options.forwardNonProduction must be true or false, got ${JSON.stringify(v)}`);
+    options.forwardNonProduction = v === true || v === 'true';
+  }
   if (options.timeZone) {
     try {
       new Intl.DateTimeFormat('en-US', { timeZone: options.timeZone });

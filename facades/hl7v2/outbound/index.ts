@@ -2,7 +2,7 @@
  * HL7 v2 outbound: the repository change hook that fills the outbox, one delivery worker per destination,
  * and the /admin/outbound API. Started by the HL7 v2 facade (facades/hl7v2/index.ts calls startOutbound).
  */
-import type { Tx } from '../../../src/index.js';
+import type { Queryable, Tx } from '../../../src/index.js';
 import type { FacadeContext, RunningFacade } from '../../../src/index.js';
 import type { Runtime } from '../../../src/index.js';
 import { outboundAdminRouter } from './admin.js';
@@ -43,11 +43,13 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
   const refreshMs = intEnv(env, 'HL7_OUTBOUND_REFRESH_MS', 2000);
 
   let active: ActiveDestination[] = [];
+  /** When `active` was last read (Date.now()); the hook re-reads it when older than refreshMs. */
+  let loadedAt = 0;
   const workers = new Map<string, DestinationWorker>();
   let stopped = false;
 
-  const refresh = async () => {
-    const dests = await listDestinations(db);
+  const load = async (q: Queryable) => {
+    const dests = await listDestinations(q);
     const next: ActiveDestination[] = [];
     for (const d of dests) {
       try {
@@ -56,7 +58,14 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
         log.error(`outbound ${d.name}: ${(err as Error).message}; destination ignored`);
       }
     }
-    active = next;
+    loadedAt = Date.now();
+    if (!stopped) active = next;
+    return next;
+  };
+
+  const refresh = async () => {
+    const next = await load(db);
+    // Only a server delivers: a CLI command run in-process writes outbox rows, the next server sends them.
     if (!ctx.listen || stopped) return;
     for (const a of next) {
       const w = workers.get(a.dest.name);
@@ -71,23 +80,26 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
 
   ctx.admin.use('/outbound', outboundAdminRouter(db, { changed: refresh }));
 
-  if (!ctx.listen) {
-    const handle: OutboundHandle = { stop: async () => undefined, refresh, workers: () => [] };
-    started.set(rt, handle);
-    return handle;
+  if (ctx.listen) {
+    const file = env.HL7_DESTINATIONS_FILE;
+    if (file) {
+      const fromFile = readDestinationsFile(file);
+      for (const d of fromFile) await saveDestination(db, d, { keepPaused: true });
+      log.info(`outbound: ${fromFile.length} destination(s) from ${file}`);
+    }
   }
 
-  const file = env.HL7_DESTINATIONS_FILE;
-  if (file) {
-    const fromFile = readDestinationsFile(file);
-    for (const d of fromFile) await saveDestination(db, d, { keepPaused: true });
-    log.info(`outbound: ${fromFile.length} destination(s) from ${file}`);
-  }
-
-  // Observations written in the same transaction as their report need no lookup of their own.
+  // The hook runs in every process that writes (a server, or a CLI command such as `held assign` or
+  // `messages replay` run in-process without one): the outbox row must commit with the change, whoever
+  // makes it. Only delivery depends on `listen`. Observations written in the same transaction as their
+  // report need no lookup of their own.
   const perTx = new WeakMap<Tx, Set<string>>();
   repo.onChange(async (tx, change) => {
-    if (active.length === 0 || !TRIGGER_TYPES.has(change.resourceType) || !change.resource) return;
+    if (stopped || !TRIGGER_TYPES.has(change.resourceType) || !change.resource) return;
+    // Without the refresh timer (no server), destinations are re-read lazily, at most every refreshMs,
+    // and inside the writer's transaction (PGlite has one connection).
+    if (Date.now() - loadedAt > refreshMs) await load(tx);
+    if (active.length === 0) return;
     let memo = perTx.get(tx);
     if (!memo) perTx.set(tx, (memo = new Set()));
     const events = await eventsFor(tx, change, memo);
@@ -96,7 +108,7 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
     const trigger = `${change.resourceType}/${change.id}/_history/${change.versionId}`;
     for (const ev of events) {
       for (const a of active) {
-        if (wants(a, ev, change.resource)) rows.push({ destination: a.dest.name, event: ev.event, groupKey: ev.groupKey, triggerRef: trigger, patientKey: ev.patientKey });
+        if (wants(a, ev, change.resource)) rows.push({ destination: a.dest.name, event: ev.event, groupKey: ev.groupKey, triggerRef: trigger, patientKey: ev.patientKey, carries: ev.carries });
       }
     }
     if (rows.length === 0) return;
@@ -105,6 +117,21 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
   });
 
   await refresh();
+
+  if (!ctx.listen) {
+    const handle: OutboundHandle = {
+      refresh,
+      workers: () => [],
+      async stop() {
+        stopped = true;
+        active = [];
+        started.delete(rt);
+      },
+    };
+    started.set(rt, handle);
+    return handle;
+  }
+
   const timer = setInterval(() => {
     refresh().catch((err) => log.error(`outbound: refreshing destinations failed: ${(err as Error).message}`));
   }, refreshMs);

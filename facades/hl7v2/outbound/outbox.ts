@@ -7,8 +7,15 @@
 import { randomUUID } from 'node:crypto';
 import type { Database, Queryable } from '../../../src/index.js';
 
-export type OutboxState = 'queued' | 'sending' | 'delivered' | 'dead';
-export const OUTBOX_STATES: readonly OutboxState[] = ['queued', 'sending', 'delivered', 'dead'];
+/**
+ * 'superseded': never sent because another row's message carries the same content (a standalone
+ * Observation ORU whose Observation a DiagnosticReport then listed); `supersededBy` names that row and
+ * `lastError` says why.
+ */
+export type OutboxState = 'queued' | 'sending' | 'delivered' | 'dead' | 'superseded';
+export const OUTBOX_STATES: readonly OutboxState[] = ['queued', 'sending', 'delivered', 'dead', 'superseded'];
+/** The states replay takes: finished ones. */
+const REPLAYABLE = ['delivered', 'dead', 'superseded'];
 
 export interface OutboxRow {
   id: number;
@@ -27,6 +34,7 @@ export interface OutboxRow {
   ackCode: string | null;
   lastError: string | null;
   replayOf: number | null;
+  supersededBy: number | null;
   messageLogId: string | null;
   createdAt: string;
   firstSentAt: string | null;
@@ -35,7 +43,7 @@ export interface OutboxRow {
 }
 
 const COLUMNS = `id, destination, event, group_key, trigger_ref, patient_key, state, attempts, next_attempt_at, payload, control_id,
-  message_type, ack, ack_code, last_error, replay_of, message_log_id, created_at, first_sent_at, finished_at, claim_token`;
+  message_type, ack, ack_code, last_error, replay_of, superseded_by, message_log_id, created_at, first_sent_at, finished_at, claim_token`;
 
 interface Row {
   id: string | number;
@@ -54,6 +62,7 @@ interface Row {
   ack_code: string | null;
   last_error: string | null;
   replay_of: string | number | null;
+  superseded_by: string | number | null;
   message_log_id: string | null;
   created_at: Date | string;
   first_sent_at: Date | string | null;
@@ -81,6 +90,7 @@ function toRow(r: Row): OutboxRow {
     ackCode: r.ack_code,
     lastError: r.last_error,
     replayOf: r.replay_of === null ? null : Number(r.replay_of),
+    supersededBy: r.superseded_by === null || r.superseded_by === undefined ? null : Number(r.superseded_by),
     messageLogId: r.message_log_id,
     createdAt: iso(r.created_at)!,
     firstSentAt: iso(r.first_sent_at),
@@ -95,17 +105,32 @@ export interface NewOutboxRow {
   groupKey: string;
   triggerRef: string;
   patientKey: string;
+  /**
+   * Group keys ('Observation/7') whose not-yet-built standalone ORU this row's message carries: those
+   * rows of the same destination become 'superseded' instead of sending the result a second time.
+   */
+  carries?: string[];
 }
 
 /** Inside the writer's transaction. A change to a resource whose message is not built yet joins that row. */
 export async function enqueue(tx: Queryable, rows: NewOutboxRow[]): Promise<void> {
   for (const r of rows) {
-    await tx.query(
+    const ins = await tx.query<{ id: string | number }>(
       `INSERT INTO hl7_outbox (destination, event, group_key, trigger_ref, patient_key)
        VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT (destination, group_key, event) WHERE state = 'queued' AND payload IS NULL
-       DO UPDATE SET trigger_ref = EXCLUDED.trigger_ref, updated_at = now()`,
+       DO UPDATE SET trigger_ref = EXCLUDED.trigger_ref, updated_at = now()
+       RETURNING id`,
       [r.destination, r.event, r.groupKey, r.triggerRef, r.patientKey],
+    );
+    if (!r.carries?.length) continue;
+    const id = Number(ins.rows[0]!.id);
+    // Only rows whose bytes are not fixed yet: a message already on the wire (or retrying) keeps its
+    // at-least-once contract. Matches the coalescing index, so this costs an index probe per result.
+    await tx.query(
+      `UPDATE hl7_outbox SET state = 'superseded', superseded_by = $3, last_error = $4, finished_at = now(), updated_at = now()
+        WHERE destination = $1 AND event = 'ORU' AND group_key = ANY($2::text[]) AND state = 'queued' AND payload IS NULL AND id <> $3`,
+      [r.destination, r.carries, id, `superseded: the ORU of ${r.groupKey} (outbound row ${id}) carries this result`],
     );
   }
 }
@@ -225,13 +250,15 @@ export async function getOutbox(q: Queryable, id: number): Promise<OutboxRow | u
   return r.rows[0] ? toRow(r.rows[0]) : undefined;
 }
 
+export const emptyCounts = (): Record<OutboxState, number> => ({ queued: 0, sending: 0, delivered: 0, dead: 0, superseded: 0 });
+
 export async function countsByDestination(q: Queryable): Promise<Record<string, Record<OutboxState, number>>> {
   const r = await q.query<{ destination: string; state: OutboxState; n: string | number }>(
     'SELECT destination, state, count(*) AS n FROM hl7_outbox GROUP BY destination, state',
   );
   const out: Record<string, Record<OutboxState, number>> = {};
   for (const row of r.rows) {
-    out[row.destination] ??= { queued: 0, sending: 0, delivered: 0, dead: 0 };
+    out[row.destination] ??= emptyCounts();
     out[row.destination]![row.state] = Number(row.n);
   }
   return out;
@@ -240,16 +267,17 @@ export async function countsByDestination(q: Queryable): Promise<Record<string, 
 /**
  * A replay is a new row at the end of the patient's lane, copying the original's bytes with a fresh
  * MSH-10 (receivers, ours included, drop a resend of a control id they already took as a duplicate).
- * `rebuild` drops the bytes instead, so the message is built again from the current resources.
+ * `rebuild` drops the bytes instead, so the message is built again from the current resources. A
+ * superseded row has no bytes, so its replay is always built (an operator who wants the standalone ORU).
  */
 export async function replay(q: Queryable, id: number, opts: { rebuild?: boolean } = {}): Promise<number | undefined> {
   const r = await q.query<{ id: string | number }>(
     `INSERT INTO hl7_outbox (destination, event, group_key, trigger_ref, patient_key, payload, message_type, replay_of)
      SELECT destination, event, group_key, trigger_ref, patient_key,
             CASE WHEN $2 THEN NULL ELSE payload END, CASE WHEN $2 THEN NULL ELSE message_type END, id
-       FROM hl7_outbox WHERE id = $1 AND state IN ('delivered', 'dead')
+       FROM hl7_outbox WHERE id = $1 AND state = ANY($3::text[])
      RETURNING id`,
-    [id, opts.rebuild === true],
+    [id, opts.rebuild === true, REPLAYABLE],
   );
   return r.rows[0] ? Number(r.rows[0].id) : undefined;
 }

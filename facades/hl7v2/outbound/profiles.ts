@@ -52,6 +52,11 @@ export interface Dialect {
   codingSystemNames: Record<string, string>;
   /** Order status map override (FHIR ServiceRequest.status → ORC-5). */
   orderStatus: Record<string, string>;
+  /**
+   * Also send resources that came from an HL7 v2 message with MSH-11 T or D (tagged by the inbound
+   * mapper); such messages then carry that processing id in MSH-11. Off: only production data goes out.
+   */
+  forwardNonProduction: boolean;
 }
 
 const BASE: Dialect = {
@@ -75,6 +80,7 @@ const BASE: Dialect = {
   assigningAuthorities: {},
   codingSystemNames: {},
   orderStatus: {},
+  forwardNonProduction: false,
 };
 
 export const PROFILES: Record<ProfileName, Dialect> = {

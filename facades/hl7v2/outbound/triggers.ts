@@ -24,6 +24,8 @@ export interface OutboxEvent {
   family: 'result' | 'order';
   groupKey: string;
   patientKey: string;
+  /** Standalone-Observation rows this message makes redundant (a report's results). */
+  carries?: string[];
 }
 
 const RESULT_STATUSES = new Set(['final', 'corrected', 'amended', 'appended']);
@@ -77,7 +79,10 @@ export async function eventsFor(tx: Tx, change: ChangeEvent, inTx: Set<string>):
       const key = `DiagnosticReport/${dr.id}`;
       for (const res of dr.result ?? []) if (res.reference) inTx.add(`${res.reference}=>${key}`);
       inTx.add(key);
-      return [{ event: 'ORU', family: 'result', groupKey: key, patientKey: patientOf(dr.subject, key) }];
+      // An Observation written before its report (earlier in this transaction, or earlier and not yet
+      // sent) queued an ORU of its own; the report's ORU carries it, so that row must not go out too.
+      const carries = (dr.result ?? []).map((x) => x.reference).filter((x): x is string => !!x && x.startsWith('Observation/'));
+      return [{ event: 'ORU', family: 'result', groupKey: key, patientKey: patientOf(dr.subject, key), carries }];
     }
     case 'Observation': {
       const obs = r as Observation;
@@ -125,7 +130,18 @@ export function activate(dest: Destination): ActiveDestination {
   return { dest, filters };
 }
 
+/** HL7 table 0103: the inbound mapper tags resources that came from a message whose MSH-11 was not P. */
+export const PROCESSING_ID_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v2-0103';
+
+/** The MSH-11 of the HL7 v2 message a resource came from, when that was not production (T, D). */
+export function sourceProcessingId(resource: Resource | undefined): string | undefined {
+  const code = resource?.meta?.tag?.find((t) => t.system === PROCESSING_ID_SYSTEM)?.code?.toUpperCase();
+  return code && code !== 'P' ? code : undefined;
+}
+
 export function wants(a: ActiveDestination, ev: OutboxEvent, resource: Resource): boolean {
+  // Training/debugging data must not reach a production interface unless the destination asks for it.
+  if (sourceProcessingId(resource) && a.dest.options.forwardNonProduction !== true) return false;
   const types: MessageTypeName[] = a.dest.types;
   if (ev.family === 'result' && !types.includes('ORU')) return false;
   if (ev.family === 'order' && !types.includes('ORM') && !types.includes('OML')) return false;
