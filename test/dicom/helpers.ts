@@ -3,8 +3,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { parsePart10Header, type ParsedHeader } from '../../facades/dicom/part10.js';
+import { sharedPath } from '../helpers/shared-data.js';
 
-export const DATA = '/work/shared/data/dicom/pydicom';
+export const DATA = sharedPath('dicom/pydicom');
 
 export function dicomFiles(dir = DATA): string[] {
   return readdirSync(dir)

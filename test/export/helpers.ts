@@ -1,8 +1,9 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
+import { sharedPath } from '../helpers/shared-data.js';
 
-export const SYNTHEA_DIR = path.resolve(import.meta.dirname, '../../../shared/data/fhir/synthea');
+export const SYNTHEA_DIR = sharedPath('fhir/synthea');
 
 export function syntheaFiles(n: number): string[] {
   return readdirSync(SYNTHEA_DIR)

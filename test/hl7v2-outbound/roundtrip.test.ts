@@ -25,8 +25,9 @@ import { migrate } from '../../src/db/migrate.js';
 import type { Database } from '../../src/db/database.js';
 import { startPeer, type Peer } from './peer.js';
 import { startOutboundServer, until, type OutboundServer } from './helpers.js';
+import { sharedPath } from '../helpers/shared-data.js';
 
-const DATA = '/work/shared/data/hl7v2';
+const DATA = sharedPath('hl7v2');
 const FILES = [
   ...readdirSync(path.join(DATA, 'corpus/oru-lab')).map((f) => path.join(DATA, 'corpus/oru-lab', f)),
   ...readdirSync(path.join(DATA, 'corpus/oru-device')).map((f) => path.join(DATA, 'corpus/oru-device', f)),

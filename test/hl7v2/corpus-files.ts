@@ -1,7 +1,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { sharedPath } from '../helpers/shared-data.js';
 
-export const HL7_DATA = '/work/shared/data/hl7v2';
+export const HL7_DATA = sharedPath('hl7v2');
 
 /** Every ORU, OUL, ORM, OML and ADT message file under data/hl7v2 (by MSH-9 for the mixed folders). */
 export function corpusFiles(): Array<{ name: string; path: string }> {

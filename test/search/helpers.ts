@@ -9,8 +9,9 @@ import type { Database } from '../../src/db/database.js';
 import { openDatabase } from '../../src/db/open.js';
 import { migrate } from '../../src/db/migrate.js';
 import { indexResource, patientCompartmentsOf } from '../../src/fhir/search/index.js';
+import { sharedPath } from '../helpers/shared-data.js';
 
-export const SYNTHEA_DIR = '/work/shared/data/fhir/synthea';
+export const SYNTHEA_DIR = sharedPath('fhir/synthea');
 
 let cache: Resource[] | undefined;
 

@@ -14,8 +14,9 @@ import { startPort, type RunningPort } from '../../facades/serial/index.js';
 import type { FilingResult } from '../../facades/serial/filing.js';
 import { openTestEnv, type TestEnv } from '../devices/helpers.js';
 import { ptyPair, type PtyPair } from './pty.js';
+import { sharedPath } from '../helpers/shared-data.js';
 
-const CORPUS = '/work/shared/data/hl7v2/corpus/astm/';
+const CORPUS = sharedPath('hl7v2/corpus/astm/');
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 const who = { who: 'Practitioner/op1' };
 
