@@ -87,6 +87,14 @@ describe.each(testDatabases())('imaging path end to end on %s', (backend) => {
     expect(str(item, '00100020')).toBe('E2E-100');
     expect(str(item, '00100021')).toBe('HOSP');
     const studyUid = str(item, '0020000D');
+    // OBR-24 (CR) made it a CR worklist entry: a modality query for CR finds it, one for MR does not.
+    for (const [modality, expected] of [['CR', 1], ['MR', 0]] as const) {
+      const dir = path.join(work, `wl-${modality}`);
+      mkdirSync(dir);
+      const q = await run('findscu', ['-W', '-aet', 'CR1', '-aec', 'CONFLUX', '-X', '-od', dir, '-k', 'AccessionNumber', '-k', `(0040,0100)[0].Modality=${modality}`, '127.0.0.1', String(dicomPort)]);
+      expect(q.code, q.stderr).toBe(0);
+      expect(readdirSync(dir), `worklist entries for ${modality}`).toHaveLength(expected);
+    }
 
     // The modality acquires a series with the worklist's attributes.
     const cr = dicomFiles(path.join(DATA, 'series-cr'));

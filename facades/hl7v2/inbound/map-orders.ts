@@ -102,11 +102,13 @@ export function mapOrders(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
         value: accession,
       });
     }
+    const category = sectionCategory(obr?.get(24));
     const sr: ServiceRequest = clean({
       resourceType: 'ServiceRequest',
       identifier,
       status,
       intent: 'order',
+      category,
       priority: PRIORITY[priorityCode],
       code,
       subject: subject ?? { display: 'unknown patient' },
@@ -160,4 +162,21 @@ export function mapOrders(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
   if (count === 0 && issues.length === 0) issues.push({ code: HL7_ERROR.segmentSequence, segment: 'ORC', message: 'no ORC/OBR order in the message' });
   if (issues.length) throw new Hl7DataError(issues);
   return { bundle: b.build(), patientRef, patientKey };
+}
+
+/** DICOM modality codes (DICOM PS3.16 CID 29) that sites send in OBR-24 for imaging orders. */
+const DICOM_MODALITIES = new Set([
+  'CR', 'CT', 'DX', 'ES', 'IO', 'IVUS', 'MG', 'MR', 'NM', 'OCT', 'OP', 'OPT', 'PT', 'PX', 'RF', 'RG', 'SM', 'US', 'XA', 'XC', 'BMD', 'DG', 'ECG', 'HD',
+]);
+
+/**
+ * OBR-24 diagnostic service section → category (HL7 table 0074); when it is a DICOM modality (a radiology
+ * order as RIS systems send it), also the DCM code, which makes the order a modality worklist entry.
+ */
+function sectionCategory(section: string | undefined): ServiceRequest['category'] {
+  const code = section?.trim().toUpperCase();
+  if (!code) return undefined;
+  const coding = [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0074', code }];
+  if (DICOM_MODALITIES.has(code)) coding.push({ system: 'http://dicom.nema.org/resources/ontology/DCM', code });
+  return [{ coding }];
 }
