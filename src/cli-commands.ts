@@ -18,11 +18,6 @@ export interface CliCommand {
   body?: (args: CliArgs) => unknown;
 }
 
-const flagsOnly = (a: CliArgs) => {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(a.flags)) if (k !== 'json') out[k] = v;
-  return out;
-};
 const need = (a: CliArgs, what: string) => {
   const v = a.positional[0];
   if (!v) throw new Error(`missing ${what}`);

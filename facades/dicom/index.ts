@@ -3,7 +3,6 @@
  * /iid, the worklist mirror of imaging ServiceRequests and the ImagingStudy sync. See docs/dicom.md.
  */
 import type { AddressInfo, Server as NetServer } from 'node:net';
-import express from 'express';
 import { openBlobStore } from '../../src/blob/index.js';
 import type { Facade, FacadeContext, RunningFacade } from '../../src/facade.js';
 import { badRequest, notFound } from '../../src/fhir/outcome.js';

@@ -22,7 +22,7 @@ import type { Hl7v2Message, Segment } from '../message.js';
 import { HL7_ERROR, Hl7DataError, issueAt, type Hl7Issue } from './ack.js';
 import { BundleBuilder } from './bundle-builder.js';
 import { clean, dateOf, fhirCode, eiToIdentifier, toCodeableConcept, toDateTime, toPractitionerRef, type MapContext } from './datatypes.js';
-import { mapPatient, patientIdentifiers } from './map-patient.js';
+import { mapPatient } from './map-patient.js';
 import { mdcUnitToUcum, MDC_SYSTEM, vitalSignLoinc, ucumUnit, EUI64_SYSTEM } from './codes.js';
 import type { MappedMessage } from './mapped.js';
 

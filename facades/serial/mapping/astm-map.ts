@@ -4,7 +4,7 @@
  */
 import type { CodeableConcept, Identifier } from '@medplum/fhirtypes';
 import { type AstmRecord, parseAstmDateTime } from '../astm/records.js';
-import { type CodeMap, DEFAULT_CODE_MAP, LOINC, UCUM, embeddedLoinc, lookupCode, toUcum } from './codemap.js';
+import { type CodeMap, DEFAULT_CODE_MAP, LOINC, embeddedLoinc, lookupCode, toUcum } from './codemap.js';
 import type { ObservationDraft, ReadingSet, ReportDraft } from './draft.js';
 import { fromWallClock } from './time.js';
 
