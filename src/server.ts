@@ -68,9 +68,13 @@ export async function startServer(config: Config, opts: { db?: Runtime['db'] } =
     (stopping ??= (async () => {
       log.info('stopping: no new connections, draining in-flight requests');
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Keep-alive connections become idle as their last response goes out: close each then, not after
+      // the keep-alive timeout; anything still open after 10 s is cut.
+      const reap = setInterval(() => server.closeIdleConnections(), 50);
       server.closeIdleConnections();
       const force = setTimeout(() => server.closeAllConnections(), 10_000);
       await closed;
+      clearInterval(reap);
       clearTimeout(force);
       for (const f of facades.reverse()) await f.stop().catch((err) => log.error(`facade stop: ${(err as Error).message}`));
       await runtime.close();
