@@ -219,7 +219,11 @@ describe.each(testDatabases())('FHIR REST on $name', (backend) => {
       rest: Array<{ resource: Array<{ type: string; interaction: Array<{ code: string }> }>; interaction: Array<{ code: string }> }>;
     };
     expect(cs.fhirVersion).toBe('4.0.1');
-    const patient = cs.rest[0].resource.find((r) => r.type === 'Patient');
+    const patient = cs.rest[0].resource.find((r) => r.type === 'Patient') as
+      | { interaction: Array<{ code: string }>; searchParam: Array<{ name: string; type: string }> }
+      | undefined;
+    // Search parameters come from the running search engine: R4's own, with their types.
+    expect(patient?.searchParam).toEqual(expect.arrayContaining([{ name: 'name', type: 'string', definition: expect.any(String) }, expect.objectContaining({ name: 'identifier', type: 'token' }), expect.objectContaining({ name: 'birthdate', type: 'date' })]));
     expect(patient?.interaction.map((i) => i.code)).toEqual(expect.arrayContaining(['read', 'vread', 'update', 'patch', 'delete', 'create', 'history-instance']));
     expect(cs.rest[0].resource.length).toBeGreaterThan(140);
     expect(cs.rest[0].interaction.map((i) => i.code)).toEqual(expect.arrayContaining(['transaction', 'batch', 'history-system']));
