@@ -86,7 +86,10 @@ export const facade: Facade = {
       const net = () => (server as unknown as { server?: NetServer }).server;
       setImmediate(() => net()?.once('error', reject));
     });
-    server.listen(rt.config.dicomPort, { associationTimeout: 60_000, pduTimeout: 60_000 });
+    // dcmjs-dimse hands its first argument to net.Server.listen, which also takes { port, host }: that binds
+    // DIMSE to HOST like the other listeners (loopback when AUTH=off) instead of every interface.
+    const address = { port: rt.config.dicomPort, host: rt.config.host } as unknown as number;
+    server.listen(address, { associationTimeout: 60_000, pduTimeout: 60_000 });
     await listening;
     const dimsePort = ((server as unknown as { server: NetServer }).server.address() as AddressInfo).port;
     ctx.log.info(`DIMSE SCP "${cfg.aeTitle}" on port ${dimsePort}${cfg.acceptAnyAe ? ' (accepting any calling AE)' : `, ${cfg.aes.length} known AEs`}`);

@@ -93,7 +93,8 @@ describe('conflux CLI', () => {
   it('operates a running server: device add / associate / list / release, messages list / show / replay', async () => {
     const port = 30000 + Math.floor(Math.random() * 20000);
     const mllpPort = port + 1;
-    const env = { DATA_DIR: mkdtempSync(path.join(os.tmpdir(), 'conflux-dev-')), PORT: String(port), MLLP_PORT: String(mllpPort), DICOM_PORT: '0', AUTH: 'off' };
+    const dicomPort = port + 2;
+    const env = { DATA_DIR: mkdtempSync(path.join(os.tmpdir(), 'conflux-dev-')), PORT: String(port), MLLP_PORT: String(mllpPort), DICOM_PORT: String(dicomPort), AUTH: 'off' };
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], { cwd: root, env: { ...process.env, ...env }, stdio: 'ignore' });
     try {
       await waitFor(`http://127.0.0.1:${port}/healthz`);
@@ -105,11 +106,31 @@ describe('conflux CLI', () => {
       expect(put.status).toBe(201);
       deviceCommands(env);
       await messageCommands(env, mllpPort);
+      await expectLoopbackOnly([port, mllpPort, dicomPort]);
     } finally {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
     }
   });
+
+  /** With AUTH=off every listener (HTTP, MLLP, DIMSE) answers on loopback only, never on the machine's address. */
+  async function expectLoopbackOnly(ports: number[]): Promise<void> {
+    const external = Object.values(os.networkInterfaces())
+      .flat()
+      .find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+    const reach = (host: string, p: number) =>
+      new Promise<boolean>((resolve) => {
+        const s = net.connect(p, host, () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.on('error', () => resolve(false));
+      });
+    for (const p of ports) {
+      expect(await reach('127.0.0.1', p), `port ${p} on loopback`).toBe(true);
+      if (external) expect(await reach(external, p), `port ${p} on ${external}`).toBe(false);
+    }
+  }
 
   async function messageCommands(env: Record<string, string>, mllpPort: number): Promise<void> {
     const msg = [
