@@ -118,6 +118,12 @@ export function iidTarget(q: Record<string, string | undefined>, template: strin
     if (!patientID) throw badRequest('requestType=PATIENT needs patientID');
   } else if (!type) throw badRequest('requestType is required (STUDY or PATIENT)');
   else throw notFound(`requestType "${q.requestType}" is not supported (STUDY or PATIENT)`);
+  if (template.includes('{studyUID}') && !studyUID) {
+    // The viewer wants a study the request does not name: point at the QIDO-RS search for it instead
+    // of a URL with an empty study UID.
+    const key = accessionNumber ? `AccessionNumber=${encodeURIComponent(accessionNumber)}` : `PatientID=${encodeURIComponent(patientID)}`;
+    return `${dicomweb}/studies?${key}`;
+  }
   const sub: Record<string, string> = { studyUID, accessionNumber, patientID, dicomweb };
   // The DICOMweb base is a URL itself; identifiers are encoded as query values.
   return template.replace(/\{(\w+)\}/g, (_m, k: string) => (k === 'dicomweb' ? dicomweb : encodeURIComponent(sub[k] ?? '')));

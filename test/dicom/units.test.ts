@@ -156,5 +156,8 @@ describe('identifiers and IID', () => {
   it('builds viewer URLs and rejects incomplete requests', () => {
     expect(iidTarget({ requestType: 'PATIENT', patientID: 'a b' }, 'https://v/?p={patientID}&w={dicomweb}', 'http://h/dicomweb')).toBe('https://v/?p=a%20b&w=http://h/dicomweb');
     expect(() => iidTarget({ requestType: 'PATIENT' }, '', '')).toThrow(/patientID/);
+    // A study-only viewer template and a request that names no study: the QIDO-RS search, never an empty UID.
+    expect(iidTarget({ requestType: 'PATIENT', patientID: 'P 1' }, '{dicomweb}/studies/{studyUID}', 'http://h/dicomweb')).toBe('http://h/dicomweb/studies?PatientID=P%201');
+    expect(iidTarget({ requestType: 'STUDY', accessionNumber: 'A1' }, '{dicomweb}/studies/{studyUID}', 'http://h/dicomweb')).toBe('http://h/dicomweb/studies?AccessionNumber=A1');
   });
 });
