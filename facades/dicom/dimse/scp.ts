@@ -46,6 +46,27 @@ function isTransferSyntax(uid: string): boolean {
 type ScpOptions = ConstructorParameters<typeof Scp>[1];
 
 export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger): typeof Scp {
+  /** MPPS N-CREATE/N-SET: success once the Procedure is written, else the MppsError's status and comment. */
+  const answerMpps = <R extends { setStatus(s: number): void; setErrorComment(c: string): void }>(
+    what: string,
+    work: Promise<unknown>,
+    response: R,
+    callback: (r: R) => void,
+  ): void => {
+    work.then(
+      () => {
+        response.setStatus(Status.Success);
+        callback(response);
+      },
+      (err: Error) => {
+        log.warn(`MPPS ${what} failed: ${err.message}`);
+        response.setStatus(err instanceof MppsError ? err.status : 0x0110);
+        response.setErrorComment(err.message.slice(0, 64));
+        callback(response);
+      },
+    );
+  };
+
   return class ConfluxScp extends Scp {
     private association?: InstanceType<typeof dimse.association.Association>;
     private callingAe = '';
@@ -304,35 +325,13 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
         return callback(response);
       }
       const attrs = denaturalize((request.getDataset()?.getElements() ?? {}) as Record<string, unknown>);
-      svc.mpps
-        .create(request.getAffectedSopInstanceUid(), attrs, this.callingAe)
-        .then(() => {
-          response.setStatus(Status.Success);
-          callback(response);
-        })
-        .catch((err: Error) => {
-          log.warn(`MPPS N-CREATE ${request.getAffectedSopInstanceUid()} from ${this.callingAe} failed: ${err.message}`);
-          response.setStatus(err instanceof MppsError ? err.status : 0x0110);
-          response.setErrorComment(err.message.slice(0, 64));
-          callback(response);
-        });
+      answerMpps(`N-CREATE ${request.getAffectedSopInstanceUid()} from ${this.callingAe}`, svc.mpps.create(request.getAffectedSopInstanceUid(), attrs, this.callingAe), response, callback);
     }
 
     nSetRequest(request: InstanceType<typeof dimse.requests.NSetRequest>, callback: (r: InstanceType<typeof NSetResponse>) => void): void {
       const response = NSetResponse.fromRequest(request);
       const attrs = denaturalize((request.getDataset()?.getElements() ?? {}) as Record<string, unknown>);
-      svc.mpps
-        .set(request.getRequestedSopInstanceUid(), attrs, this.callingAe)
-        .then(() => {
-          response.setStatus(Status.Success);
-          callback(response);
-        })
-        .catch((err: Error) => {
-          log.warn(`MPPS N-SET ${request.getRequestedSopInstanceUid()} from ${this.callingAe} failed: ${err.message}`);
-          response.setStatus(err instanceof MppsError ? err.status : 0x0110);
-          response.setErrorComment(err.message.slice(0, 64));
-          callback(response);
-        });
+      answerMpps(`N-SET ${request.getRequestedSopInstanceUid()} from ${this.callingAe}`, svc.mpps.set(request.getRequestedSopInstanceUid(), attrs, this.callingAe), response, callback);
     }
   } as unknown as typeof Scp;
 }
