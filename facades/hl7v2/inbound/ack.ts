@@ -61,6 +61,24 @@ export class Hl7DataError extends Error {
   }
 }
 
+/**
+ * Runs one mapping step; a data error is collected into `issues` (so one message reports every defect
+ * at once) and the step yields undefined. Anything else is a bug and propagates.
+ */
+export function collectDataErrors(issues: Hl7Issue[]): <T>(fn: () => T) => T | undefined {
+  return <T>(fn: () => T): T | undefined => {
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof Hl7DataError) {
+        issues.push(...e.issues);
+        return undefined;
+      }
+      throw e;
+    }
+  };
+}
+
 /** The message cannot be handled at all (type, version, processing id): AR. */
 export class Hl7RejectError extends Error {
   constructor(readonly issues: Hl7Issue[]) {

@@ -5,7 +5,7 @@
  */
 import type { Identifier, Reference, ServiceRequest, Specimen } from '@medplum/fhirtypes';
 import type { Hl7v2Message, Segment } from '../message.js';
-import { HL7_ERROR, Hl7DataError, issueAt, type Hl7Issue } from './ack.js';
+import { collectDataErrors, HL7_ERROR, Hl7DataError, issueAt, type Hl7Issue } from './ack.js';
 import { BundleBuilder } from './bundle-builder.js';
 import { clean, eiToIdentifier, toCodeableConcept, toDateTime, toPractitionerRef, type MapContext } from './datatypes.js';
 import { mapPatient } from './map-patient.js';
@@ -46,17 +46,7 @@ export function mapOrders(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
   const pid = msg.first('PID');
   let patientRef: string | undefined;
   let patientKey: Identifier | undefined;
-  const guard = <T>(fn: () => T): T | undefined => {
-    try {
-      return fn();
-    } catch (e) {
-      if (e instanceof Hl7DataError) {
-        issues.push(...e.issues);
-        return undefined;
-      }
-      throw e;
-    }
-  };
+  const guard = collectDataErrors(issues);
   if (!pid) issues.push({ code: HL7_ERROR.requiredFieldMissing, segment: 'PID', message: 'PID segment missing: the order names no patient' });
   else {
     const p = guard(() => mapPatient(pid, ctx));

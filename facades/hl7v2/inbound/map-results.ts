@@ -19,7 +19,7 @@ import type {
   Specimen,
 } from '@medplum/fhirtypes';
 import type { Hl7v2Message, Segment } from '../message.js';
-import { HL7_ERROR, Hl7DataError, issueAt, type Hl7Issue } from './ack.js';
+import { collectDataErrors, HL7_ERROR, Hl7DataError, issueAt, type Hl7Issue } from './ack.js';
 import { BundleBuilder } from './bundle-builder.js';
 import { clean, dateOf, fhirCode, eiToIdentifier, toCodeableConcept, toDateTime, toPractitionerRef, type MapContext } from './datatypes.js';
 import { mapPatient } from './map-patient.js';
@@ -90,17 +90,7 @@ export function mapResults(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
   let obrEffective: string | undefined;
   let obxCount = 0;
 
-  const tryMap = <T>(fn: () => T): T | undefined => {
-    try {
-      return fn();
-    } catch (e) {
-      if (e instanceof Hl7DataError) {
-        issues.push(...e.issues);
-        return undefined;
-      }
-      throw e;
-    }
-  };
+  const tryMap = collectDataErrors(issues);
 
   for (const seg of msg.segments) {
     switch (seg.name) {
