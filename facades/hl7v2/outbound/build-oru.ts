@@ -15,6 +15,47 @@ export interface OruInput {
   encounter?: Encounter;
   controlId: string;
   at?: Date;
+  /** Set for a withdrawal message ('ORU:WITHDRAW'): what was deleted from the store since it was sent. */
+  withdrawal?: Withdrawal;
+}
+
+export interface Withdrawal {
+  /** The report (or, without one, the standalone Observation) was deleted; it is sent from its last version. */
+  groupDeleted: boolean;
+  /** Ids of the report's Observations that were deleted (sent from their last version). */
+  deletedResults: Set<string>;
+}
+
+interface ResultCodes {
+  obr25: string;
+  obx11: (o: Observation) => string | undefined;
+  /** OBX-11 of the report's presentedForm (ED) OBX. */
+  ed: string | undefined;
+}
+
+/**
+ * OBR-25 / OBX-11 of a withdrawal (HL7 v2.5.1 ch. 7, tables 0123 and 0085; the same in v2.3, so the same
+ * for every profile). A deletion counts as entered-in-error: a result that vanishes was wrong.
+ *  - entered-in-error: OBX-11 W ("post original as wrong, e.g. transmitted for wrong patient"): the
+ *    receiver deletes the result. The order itself stands, so OBR-25 is C (results corrected), not X
+ *    (which cancels the order at Epic and Cerner).
+ *  - a cancelled report: OBR-25 X (no results; order cancelled); results that went out with it are
+ *    deleted (OBX-11 D), its own cancelled ones are X (cannot be obtained), wrong ones W.
+ *  - a cancelled Observation: OBX-11 X; without a report its OBR is its own, so OBR-25 X as well.
+ * Results still valid in a report that stands keep their status; undefined means "as usual".
+ */
+function withdrawalCodes(report: DiagnosticReport | undefined, observations: Observation[], w: Withdrawal): ResultCodes {
+  const wrong = (o: Observation) => w.deletedResults.has(o.id ?? '') || o.status === 'entered-in-error';
+  if (!report) {
+    const first = observations[0];
+    const status = w.groupDeleted ? 'entered-in-error' : first?.status;
+    if (status === 'cancelled') return { obr25: 'X', obx11: () => 'X', ed: undefined };
+    return { obr25: 'C', obx11: (o) => (w.groupDeleted || wrong(o) ? 'W' : undefined), ed: undefined };
+  }
+  const status = w.groupDeleted ? 'entered-in-error' : report.status;
+  if (status === 'entered-in-error') return { obr25: 'C', obx11: () => 'W', ed: 'W' };
+  if (status === 'cancelled') return { obr25: 'X', obx11: (o) => (wrong(o) ? 'W' : o.status === 'cancelled' ? 'X' : 'D'), ed: 'D' };
+  return { obr25: 'C', obx11: (o) => (wrong(o) ? 'W' : o.status === 'cancelled' ? 'X' : undefined), ed: undefined };
 }
 
 const REPORT_STATUS: Record<string, string> = {
@@ -55,6 +96,7 @@ export function buildOru(input: OruInput, d: Dialect): string {
   const { placer, filler } = orderNumbers(report?.identifier);
   segs.push(segment('ORC', ['RE', ei(placer, d), ei(filler, d)]));
   const first = observations[0];
+  const codes = input.withdrawal ? withdrawalCodes(report, observations, input.withdrawal) : undefined;
   const obr: string[] = new Array(32).fill('');
   obr[0] = '1';
   obr[1] = ei(placer, d);
@@ -63,14 +105,14 @@ export function buildOru(input: OruInput, d: Dialect): string {
   obr[6] = ts(report?.effectiveDateTime ?? report?.effectivePeriod?.start ?? first?.effectiveDateTime, d);
   obr[21] = ts(report?.issued ?? first?.issued, d);
   obr[23] = esc(report?.category?.find((c) => c.coding?.some((x) => x.system === 'http://terminology.hl7.org/CodeSystem/v2-0074'))?.coding?.[0]?.code);
-  obr[24] = REPORT_STATUS[report?.status ?? first?.status ?? ''] ?? '';
+  obr[24] = codes?.obr25 ?? REPORT_STATUS[report?.status ?? first?.status ?? ''] ?? '';
   obr[31] = report?.resultsInterpreter?.[0] ? xcn(report.resultsInterpreter[0], d) : '';
   segs.push(segment('OBR', obr));
   let nte = 0;
   if (report?.conclusion) for (const line of report.conclusion.split('\n')) segs.push(segment('NTE', [String(++nte), 'L', esc(line)]));
   let setId = 0;
   for (const o of observations) {
-    segs.push(obx(o, ++setId, d));
+    segs.push(obx(o, ++setId, d, codes?.obx11(o)));
     nte = 0;
     // One NTE per note; inbound joins a note's NTE-3 repetitions with newlines, so a line per repetition.
     for (const n of o.note ?? []) segs.push(segment('NTE', [String(++nte), 'L', reps(n.text.split('\n').map(esc))]));
@@ -79,7 +121,7 @@ export function buildOru(input: OruInput, d: Dialect): string {
     if (!form.data) continue;
     const [type, sub] = (form.contentType ?? 'application/octet-stream').split('/');
     const code = comps('', esc(form.title ?? 'Report'));
-    segs.push(segment('OBX', [String(++setId), 'ED', code, '', comps('', esc(type?.toUpperCase() === 'APPLICATION' ? 'AP' : type?.toUpperCase()), esc(sub?.toUpperCase()), 'Base64', form.data), '', '', '', '', '', REPORT_STATUS[report?.status ?? ''] ?? 'F']));
+    segs.push(segment('OBX', [String(++setId), 'ED', code, '', comps('', esc(type?.toUpperCase() === 'APPLICATION' ? 'AP' : type?.toUpperCase()), esc(sub?.toUpperCase()), 'Base64', form.data), '', '', '', '', '', codes?.ed ?? REPORT_STATUS[report?.status ?? ''] ?? 'F']));
   }
   return segs.join('\r');
 }
@@ -122,7 +164,7 @@ function value(o: Observation, d: Dialect): { type: string; value: string; unit?
   return { type: 'ST', value: '' };
 }
 
-export function obx(o: Observation, setId: number, d: Dialect): string {
+export function obx(o: Observation, setId: number, d: Dialect, status?: string): string {
   const v = value(o, d);
   const f: string[] = new Array(17).fill('');
   f[0] = String(setId);
@@ -135,6 +177,7 @@ export function obx(o: Observation, setId: number, d: Dialect): string {
   f[7] = reps((o.interpretation ?? []).map((i) => esc(i.coding?.[0]?.code ?? i.text)));
   f[10] = OBS_STATUS[o.status] ?? '';
   if (o.status === 'amended' && !/^2\.[0-5]/.test(d.version)) f[10] = 'A';
+  if (status !== undefined) f[10] = status;
   f[13] = ts(o.effectiveDateTime ?? o.effectivePeriod?.start ?? o.effectiveInstant, d);
   f[15] = reps((o.performer ?? []).map((p) => xcn(p, d)));
   f[16] = cwe(o.method, d);

@@ -7,7 +7,7 @@ import type { DiagnosticReport, Encounter, Observation, Patient, Procedure, Refe
 import type { Repository } from '../../../src/index.js';
 import { FhirError } from '../../../src/index.js';
 import { buildOrder, type OrderControl } from './build-orm.js';
-import { buildOru } from './build-oru.js';
+import { buildOru, type Withdrawal } from './build-oru.js';
 import type { Dialect } from './profiles.js';
 import { sourceProcessingId } from './triggers.js';
 
@@ -56,6 +56,62 @@ async function readMany<T extends Resource>(repo: Repository, type: string, refs
   return ids.map((id) => byId.get(id)).filter((r): r is T => r !== undefined);
 }
 
+/**
+ * The current version of each resource, or for a deleted one its last version before the deletion (a
+ * withdrawal is built from what the receiver was sent). Missing ids (never existed) are left out.
+ */
+async function readLatest<T extends Resource>(repo: Repository, type: string, ids: string[]): Promise<Map<string, { resource: T; deleted: boolean }>> {
+  const out = new Map<string, { resource: T; deleted: boolean }>();
+  if (ids.length === 0) return out;
+  const cur = await repo.db.query<{ id: string; deleted: boolean; content: string | null }>(
+    'SELECT id, deleted, content FROM resource WHERE resource_type = $1 AND id = ANY($2::text[])',
+    [type, ids],
+  );
+  const gone: string[] = [];
+  for (const r of cur.rows) {
+    if (r.deleted || r.content === null) gone.push(r.id);
+    else out.set(r.id, { resource: JSON.parse(r.content) as T, deleted: false });
+  }
+  if (gone.length) {
+    const hist = await repo.db.query<{ id: string; content: string }>(
+      `SELECT DISTINCT ON (id) id, content FROM resource_history
+        WHERE resource_type = $1 AND id = ANY($2::text[]) AND NOT deleted AND content IS NOT NULL
+        ORDER BY id, version_id DESC`,
+      [type, gone],
+    );
+    for (const r of hist.rows) out.set(r.id, { resource: JSON.parse(r.content) as T, deleted: true });
+  }
+  return out;
+}
+
+/** ORU^R01 taking back a report or result already sent: OBR-25 / OBX-11 per build-oru.ts withdrawalCodes. */
+async function buildWithdrawal(repo: Repository, groupKey: string, d: Dialect, controlId: string): Promise<Built> {
+  const [type, id] = groupKey.split('/') as [string, string];
+  if (type !== 'DiagnosticReport' && type !== 'Observation') throw new BuildError(`${groupKey}: only reports and results are withdrawn`);
+  const group = (await readLatest<DiagnosticReport | Observation>(repo, type, [id])).get(id);
+  if (!group) throw new BuildError(`${groupKey} (the result to withdraw) does not exist; nothing to send`);
+  let report: DiagnosticReport | undefined;
+  let observations: Observation[];
+  const withdrawal: Withdrawal = { groupDeleted: group.deleted, deletedResults: new Set() };
+  if (type === 'DiagnosticReport') {
+    report = group.resource as DiagnosticReport;
+    const ids = (report.result ?? []).map((r) => r.reference).filter((r): r is string => !!r?.startsWith('Observation/')).map((r) => r.slice('Observation/'.length));
+    const found = await readLatest<Observation>(repo, 'Observation', ids);
+    observations = ids.flatMap((x) => {
+      const f = found.get(x);
+      if (f?.deleted) withdrawal.deletedResults.add(x);
+      return f ? [f.resource] : [];
+    });
+  } else {
+    observations = [group.resource as Observation];
+  }
+  const dialect = withSourceProcessingId(d, [report, ...observations], groupKey);
+  const subject = report?.subject ?? observations[0]?.subject;
+  const patient = await readOptional<Patient>(repo, subject, 'Patient');
+  const enc = await readOptional<Encounter>(repo, report?.encounter ?? observations[0]?.encounter, 'Encounter');
+  return { text: buildOru({ report, observations, patient, encounter: enc, controlId, withdrawal }, dialect), messageType: 'ORU^R01' };
+}
+
 const PROCESSING_NAMES: Record<string, string> = { T: 'training', D: 'debugging' };
 
 /**
@@ -75,6 +131,7 @@ function withSourceProcessingId(d: Dialect, resources: Array<Resource | undefine
 
 export async function buildMessage(repo: Repository, row: { event: string; groupKey: string }, d: Dialect, controlId: string): Promise<Built> {
   const [family, control] = row.event.split(':');
+  if (family === 'ORU' && control === 'WITHDRAW') return buildWithdrawal(repo, row.groupKey, d, controlId);
   if (family === 'ORU') {
     let report: DiagnosticReport | undefined;
     let observations: Observation[];

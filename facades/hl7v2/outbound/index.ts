@@ -8,6 +8,7 @@ import type { Runtime } from '../../../src/index.js';
 import { outboundAdminRouter } from './admin.js';
 import { listDestinations, readDestinationsFile, saveDestination } from './destinations.js';
 import { enqueue, type NewOutboxRow } from './outbox.js';
+import { withdraw } from './withdrawal.js';
 import { activate, eventsFor, wants, type ActiveDestination } from './triggers.js';
 import { DestinationWorker, type WorkerOptions } from './worker.js';
 
@@ -95,7 +96,9 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
   // report need no lookup of their own.
   const perTx = new WeakMap<Tx, Set<string>>();
   repo.onChange(async (tx, change) => {
-    if (stopped || !TRIGGER_TYPES.has(change.resourceType) || !change.resource) return;
+    // A deletion carries only `previous`: it matters when it takes back a result already sent.
+    const subject = change.resource ?? change.previous;
+    if (stopped || !TRIGGER_TYPES.has(change.resourceType) || !subject) return;
     // Without the refresh timer (no server), destinations are re-read lazily, at most every refreshMs,
     // and inside the writer's transaction (PGlite has one connection).
     if (Date.now() - loadedAt > refreshMs) await load(tx);
@@ -107,8 +110,12 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
     const rows: NewOutboxRow[] = [];
     const trigger = `${change.resourceType}/${change.id}/_history/${change.versionId}`;
     for (const ev of events) {
+      if (ev.withdrawal) {
+        for (const name of await withdraw(tx, active, ev, trigger)) workers.get(name)?.wake();
+        continue;
+      }
       for (const a of active) {
-        if (wants(a, ev, change.resource)) rows.push({ destination: a.dest.name, event: ev.event, groupKey: ev.groupKey, triggerRef: trigger, patientKey: ev.patientKey, carries: ev.carries });
+        if (change.resource && wants(a, ev, change.resource)) rows.push({ destination: a.dest.name, event: ev.event, groupKey: ev.groupKey, triggerRef: trigger, patientKey: ev.patientKey, carries: ev.carries });
       }
     }
     if (rows.length === 0) return;

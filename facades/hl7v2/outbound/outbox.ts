@@ -115,16 +115,8 @@ export interface NewOutboxRow {
 /** Inside the writer's transaction. A change to a resource whose message is not built yet joins that row. */
 export async function enqueue(tx: Queryable, rows: NewOutboxRow[]): Promise<void> {
   for (const r of rows) {
-    const ins = await tx.query<{ id: string | number }>(
-      `INSERT INTO hl7_outbox (destination, event, group_key, trigger_ref, patient_key)
-       VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT (destination, group_key, event) WHERE state = 'queued' AND payload IS NULL
-       DO UPDATE SET trigger_ref = EXCLUDED.trigger_ref, updated_at = now()
-       RETURNING id`,
-      [r.destination, r.event, r.groupKey, r.triggerRef, r.patientKey],
-    );
+    const id = await enqueueOne(tx, r);
     if (!r.carries?.length) continue;
-    const id = Number(ins.rows[0]!.id);
     // Only rows whose bytes are not fixed yet: a message already on the wire (or retrying) keeps its
     // at-least-once contract. Matches the coalescing index, so this costs an index probe per result.
     await tx.query(
@@ -293,4 +285,45 @@ export async function replayAll(q: Queryable, f: { destination?: string; state?:
     if (n !== undefined) out.push(n);
   }
   return out;
+}
+
+/**
+ * Destinations that took (or may have taken) a result message for `groupKey`: delivered, on the wire, or
+ * built and waiting for a retry. A dead row does not count: the receiver rejected it. Only withdrawals ask
+ * this (rare), so it needs no index of its own beyond the outbox's.
+ */
+export async function destinationsThatReceived(q: Queryable, groupKey: string): Promise<Set<string>> {
+  const r = await q.query<{ destination: string }>(
+    `SELECT DISTINCT destination FROM hl7_outbox
+      WHERE group_key = $1 AND (event = 'ORU' OR event LIKE 'ORU:%')
+        AND (state IN ('delivered', 'sending') OR (state = 'queued' AND payload IS NOT NULL))`,
+    [groupKey],
+  );
+  return new Set(r.rows.map((x) => x.destination));
+}
+
+/**
+ * A withdrawal's effect on rows not built yet, inside the writer's transaction: an unbuilt ORU of the
+ * group is superseded (by the withdrawal row when there is one, which is built from the same current
+ * state and comes later in the lane; otherwise the result was never sent and now must not be).
+ */
+export async function supersedeUnbuilt(q: Queryable, destination: string, groupKey: string, by: number | null, reason: string): Promise<void> {
+  await q.query(
+    `UPDATE hl7_outbox SET state = 'superseded', superseded_by = $3, last_error = $4, finished_at = now(), updated_at = now()
+      WHERE destination = $1 AND group_key = $2 AND event = 'ORU' AND state = 'queued' AND payload IS NULL`,
+    [destination, groupKey, by, reason],
+  );
+}
+
+/** Inserts one withdrawal row (joining an unbuilt one of the same group) and returns its id. */
+export async function enqueueOne(q: Queryable, r: NewOutboxRow): Promise<number> {
+  const ins = await q.query<{ id: string | number }>(
+    `INSERT INTO hl7_outbox (destination, event, group_key, trigger_ref, patient_key)
+     VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (destination, group_key, event) WHERE state = 'queued' AND payload IS NULL
+     DO UPDATE SET trigger_ref = EXCLUDED.trigger_ref, updated_at = now()
+     RETURNING id`,
+    [r.destination, r.event, r.groupKey, r.triggerRef, r.patientKey],
+  );
+  return Number(ins.rows[0]!.id);
 }

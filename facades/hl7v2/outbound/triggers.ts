@@ -9,6 +9,9 @@
  *  - ServiceRequest created/changed → ORM (NW, XO, CA, HD, RL, SC from the status transition).
  *  - Procedure based on a ServiceRequest entering in-progress/completed/not-done/stopped → ORM SC
  *    (the imaging procedure-step status message).
+ *  - Observation/DiagnosticReport becoming entered-in-error or cancelled, or deleted → ORU withdrawal
+ *    ('ORU:WITHDRAW'), but only to destinations that already took a message for it (decided by the hook,
+ *    which knows the outbox; see withdrawal.ts).
  */
 import { matchesSearchRequest, type SearchRequest } from '@medplum/core';
 import type { DiagnosticReport, Observation, Procedure, Reference, Resource, ServiceRequest } from '@medplum/fhirtypes';
@@ -26,9 +29,17 @@ export interface OutboxEvent {
   patientKey: string;
   /** Standalone-Observation rows this message makes redundant (a report's results). */
   carries?: string[];
+  /**
+   * A withdrawal of something already sent: goes only to destinations that took a message for `groupKey`
+   * (no filter applies: the receiver has the result, whatever its filter says now). `whole` when the
+   * group's own resource (the report, or the standalone Observation) is withdrawn, not one of its results.
+   */
+  withdrawal?: { whole: boolean; reason: string };
 }
 
 const RESULT_STATUSES = new Set(['final', 'corrected', 'amended', 'appended']);
+/** Result statuses that take back what was sent (HL7 v2 OBX-11 W/D/X, OBR-25 X; see build-oru.ts). */
+export const WITHDRAWN_STATUSES = new Set(['entered-in-error', 'cancelled']);
 const PROCEDURE_STATUSES = new Set(['in-progress', 'completed', 'not-done', 'stopped']);
 
 const patientOf = (subject: Reference | undefined, fallback: string): string => {
@@ -69,6 +80,8 @@ export function orderControl(now: ServiceRequest, before: ServiceRequest | undef
  * 20-OBX message costs one lookup, not twenty.
  */
 export async function eventsFor(tx: Tx, change: ChangeEvent, inTx: Set<string>): Promise<OutboxEvent[]> {
+  const withdrawal = await withdrawalEvents(tx, change);
+  if (withdrawal) return withdrawal;
   const r = change.resource;
   if (!r || change.method === 'DELETE') return [];
   if (sameContent(r, change.previous)) return [];
@@ -113,6 +126,40 @@ export async function eventsFor(tx: Tx, change: ChangeEvent, inTx: Set<string>):
     }
   }
   return [];
+}
+
+/**
+ * A result taken back: its status became entered-in-error/cancelled, or it was deleted. Undefined when
+ * the change is no withdrawal (the normal rules apply). A resource that was already withdrawn (deleted
+ * after entered-in-error) is not withdrawn twice.
+ */
+async function withdrawalEvents(tx: Tx, change: ChangeEvent): Promise<OutboxEvent[] | undefined> {
+  if (change.resourceType !== 'Observation' && change.resourceType !== 'DiagnosticReport') return undefined;
+  const before = change.previous as Observation | DiagnosticReport | undefined;
+  if (!before || WITHDRAWN_STATUSES.has(before.status)) return undefined;
+  let reason: string;
+  if (change.method === 'DELETE') reason = 'deleted';
+  else {
+    const now = change.resource as Observation | DiagnosticReport | undefined;
+    if (!now || !WITHDRAWN_STATUSES.has(now.status)) return undefined;
+    reason = now.status;
+  }
+  const ref = `${change.resourceType}/${change.id}`;
+  const own: OutboxEvent = { event: 'ORU:WITHDRAW', family: 'result', groupKey: ref, patientKey: patientOf(before.subject, ref), withdrawal: { whole: true, reason } };
+  if (change.resourceType === 'DiagnosticReport') return [own];
+  // An Observation went out inside the reports that list it (and perhaps on its own before a report
+  // listed it): each of those messages is taken back. A deleted Observation's reports still list it.
+  const reports = await searchIds(tx, 'DiagnosticReport', [['result', ref]], 5);
+  return [
+    own,
+    ...reports.map((id) => ({
+      event: 'ORU:WITHDRAW',
+      family: 'result' as const,
+      groupKey: `DiagnosticReport/${id}`,
+      patientKey: patientOf(before.subject, `DiagnosticReport/${id}`),
+      withdrawal: { whole: false, reason: `${ref} ${reason}` },
+    })),
+  ];
 }
 
 /** A destination with its filters compiled once (the hook runs on every write). */
