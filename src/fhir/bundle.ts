@@ -20,6 +20,8 @@ interface PlannedEntry {
   headers: Record<string, string | undefined>;
   body?: unknown;
   assignedId?: string;
+  /** A conditional PUT that matched nothing and got a fresh id: there is no current version to lock. */
+  knownAbsent?: boolean;
 }
 
 /** Wires batch/transaction processing into the router, dispatching every entry back through `router.handle`. */
@@ -117,6 +119,14 @@ async function resolveIdentities(
     if (p.method === 'POST' && !p.path.includes('/')) {
       const ifNoneExist = p.headers['if-none-exist'];
       const existing = ifNoneExist ? await ctx.repo.findConditional(tx, type, ifNoneExist, 'If-None-Exist') : undefined;
+      // The condition is settled here, under its lock: a match becomes a read of the existing resource
+      // (what a conditional create answers), no match a plain create with the pre-assigned id.
+      delete p.headers['if-none-exist'];
+      if (existing) {
+        p.method = 'GET';
+        p.path = `${type}/${existing}`;
+        p.body = undefined;
+      }
       p.assignedId = existing ?? randomUUID();
       target = `${type}/${p.assignedId}`;
     } else if (p.method === 'PUT' && !p.path.includes('/') && p.query.length > 0) {
@@ -124,6 +134,7 @@ async function resolveIdentities(
       const existing = await ctx.repo.findConditional(tx, type, query, 'conditional update');
       const bodyId = (p.body as Resource).id;
       const id = existing ?? (bodyId && !bodyId.startsWith('urn:') ? bodyId : randomUUID());
+      p.knownAbsent = !existing && id !== bodyId;
       p.path = `${type}/${id}`;
       p.query = [];
       p.body = { ...(p.body as Resource), id };
@@ -183,6 +194,7 @@ function toRequest(p: PlannedEntry, outer: FhirRequest, tx?: Tx): FhirRequest {
     access: outer.access,
     tx,
     assignedId: p.assignedId,
+    knownAbsent: p.knownAbsent,
   };
 }
 

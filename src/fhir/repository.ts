@@ -141,12 +141,15 @@ export class Repository {
    * Update by id; creates the resource when the id is new (update-as-create).
    * `ifMatch` is the version the client last saw; a different current version is a 412.
    */
-  async update<T extends Resource>(resource: T, opts: { ifMatch?: string; tx?: Tx } = {}): Promise<WriteResult<T>> {
+  async update<T extends Resource>(
+    resource: T,
+    opts: { ifMatch?: string; tx?: Tx; /** the id was just minted: skip locking a current version */ knownAbsent?: boolean } = {},
+  ): Promise<WriteResult<T>> {
     assertResourceType(resource.resourceType);
     if (!resource.id) throw badRequest('Resource id is required for update', `${resource.resourceType}.id`);
     assertValidId(resource.id);
     return this.inTx(opts.tx, async (tx) => {
-      const current = await this.lockCurrent(tx, resource.resourceType, resource.id as string);
+      const current = opts.knownAbsent ? undefined : await this.lockCurrent(tx, resource.resourceType, resource.id as string);
       checkIfMatch(opts.ifMatch, current, `${resource.resourceType}/${resource.id}`);
       if (current?.content && sameContent(JSON.parse(current.content) as Resource, resource)) {
         // A resend (an HL7 message replayed, a sync run twice) must not mint a new version per run.

@@ -24,6 +24,8 @@ export interface FhirRequest {
   tx?: Tx;
   /** Set by a transaction for POST entries whose urn:uuid was resolved to an id up front. */
   assignedId?: string;
+  /** Set by a transaction for a conditional PUT that matched nothing and was given a fresh id. */
+  knownAbsent?: boolean;
 }
 
 export interface FhirResponse {
@@ -192,8 +194,8 @@ const update: Handler = async (req, { type, id }, ctx) => {
   check(req, type, 'update');
   const resource = { ...bodyResource(req, type, id), id };
   req.access.assertResource(resource, 'update');
-  await assertCurrentVisible(req, ctx, type, id);
-  const r = await ctx.repo.update(resource, { ifMatch: req.headers['if-match'], tx: req.tx });
+  if (!req.knownAbsent) await assertCurrentVisible(req, ctx, type, id);
+  const r = await ctx.repo.update(resource, { ifMatch: req.headers['if-match'], tx: req.tx, knownAbsent: req.knownAbsent });
   return writeResponse(ctx, r, r.created ? `Created ${type}/${id}` : `Updated ${type}/${id}`);
 };
 

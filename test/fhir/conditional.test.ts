@@ -101,7 +101,13 @@ describe.each(testDatabases())('FHIR conditional interactions on $name', (backen
           request: { method: 'PUT', url: `Patient?identifier=${MRN}|tx-new-1` },
         },
         {
-          resource: { resourceType: 'Observation', status: 'final', code: { text: 'k' }, subject: { reference: 'urn:uuid:enc-patient' } },
+          resource: {
+            resourceType: 'Observation',
+            identifier: [{ system: 'http://lab.example/obs', value: 'k-1' }],
+            status: 'final',
+            code: { text: 'k' },
+            subject: { reference: 'urn:uuid:enc-patient' },
+          },
           request: { method: 'POST', url: 'Observation', ifNoneExist: 'identifier=http://lab.example/obs|k-1' },
         },
       ],
@@ -114,6 +120,13 @@ describe.each(testDatabases())('FHIR conditional interactions on $name', (backen
     expect(obs.subject?.reference).toBe(`Patient/${existing.entry?.[0].resource?.id}`);
     const newPatient = body.entry?.[1].resource as Patient;
     expect((body.entry?.[2].resource as Observation).subject?.reference).toBe(`Patient/${newPatient.id}`);
+
+    // The same Bundle again: the conditional create matches (200, same Observation), the conditional update
+    // changes nothing, so no resource gets a new version.
+    const again = (await (await send('POST', '', bundle)).json()) as Bundle;
+    expect(again.entry?.[2].response?.status).toBe('200 OK');
+    expect(again.entry?.[2].resource?.id).toBe(body.entry?.[2].resource?.id);
+    expect(again.entry?.[1].resource?.meta?.versionId).toBe(newPatient.meta?.versionId);
 
     // A conditional reference that matches nothing fails the whole transaction.
     const bad = await send('POST', '', {
