@@ -82,7 +82,12 @@ describe.each(testDatabases())('outbound withdrawals on $name', (tdb) => {
     }
     expect(firstEpic!.getSegment('MSH')!.getField(12).toString()).toBe('2.3');
     const report = refs(b, 'DiagnosticReport')[0]!;
-    expect(await rowsFor('epic', report)).toEqual([
+    // The peer has the message before the worker has recorded its ACK: wait for the row to settle.
+    const settled = await until(async () => {
+      const rows = await rowsFor('epic', report);
+      return rows.every((r) => r.state === 'delivered') && rows;
+    }, 'epic rows delivered');
+    expect(settled).toEqual([
       { event: 'ORU', state: 'delivered' },
       { event: 'ORU:WITHDRAW', state: 'delivered' },
     ]);
