@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -39,7 +39,10 @@ export class FsBlobStore implements BlobStore {
     const source = body instanceof Readable ? body : Readable.from(body as AsyncIterable<Uint8Array | string>, { objectMode: false });
     try {
       await pipeline(source, count, createWriteStream(tmp));
+      // Durable before anyone is told it is stored (a DIMSE success, a 201): data, then the rename.
+      await fsyncPath(tmp);
       await rename(tmp, target);
+      await fsyncPath(path.dirname(target));
     } catch (err) {
       await rm(tmp, { force: true });
       throw err;
@@ -97,5 +100,14 @@ export class FsBlobStore implements BlobStore {
     };
     await walk(dir, dirKey);
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+}
+
+async function fsyncPath(p: string): Promise<void> {
+  const handle = await open(p, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
