@@ -112,13 +112,21 @@ async function resolveIdentities(
   ctx: RouterContext,
 ): Promise<Map<string, string>> {
   const ids = new Map<string, string>();
+  // Every condition of the Bundle is locked at once (one round trip instead of one per entry).
+  const conditionOf = (p: PlannedEntry): [string, string] | undefined => {
+    if (p.path.includes('/')) return undefined;
+    if (p.method === 'POST' && p.headers['if-none-exist']) return [p.path, p.headers['if-none-exist']];
+    if (p.method === 'PUT' && p.query.length > 0) return [p.path, new URLSearchParams(p.query).toString()];
+    return undefined;
+  };
+  await ctx.repo.lockConditions(tx, planned.map(conditionOf).filter((c): c is [string, string] => c !== undefined));
   for (const p of planned) {
     const fullUrl = entries[p.index].fullUrl;
     const type = p.path.split('/')[0];
     let target: string | undefined;
     if (p.method === 'POST' && !p.path.includes('/')) {
       const ifNoneExist = p.headers['if-none-exist'];
-      const existing = ifNoneExist ? await ctx.repo.findConditional(tx, type, ifNoneExist, 'If-None-Exist') : undefined;
+      const existing = ifNoneExist ? await ctx.repo.findConditional(tx, type, ifNoneExist, 'If-None-Exist', { locked: true }) : undefined;
       // The condition is settled here, under its lock: a match becomes a read of the existing resource
       // (what a conditional create answers), no match a plain create with the pre-assigned id.
       delete p.headers['if-none-exist'];
@@ -131,7 +139,7 @@ async function resolveIdentities(
       target = `${type}/${p.assignedId}`;
     } else if (p.method === 'PUT' && !p.path.includes('/') && p.query.length > 0) {
       const query = new URLSearchParams(p.query).toString();
-      const existing = await ctx.repo.findConditional(tx, type, query, 'conditional update');
+      const existing = await ctx.repo.findConditional(tx, type, query, 'conditional update', { locked: true });
       const bodyId = (p.body as Resource).id;
       const id = existing ?? (bodyId && !bodyId.startsWith('urn:') ? bodyId : randomUUID());
       p.knownAbsent = !existing && id !== bodyId;

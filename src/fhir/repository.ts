@@ -238,13 +238,23 @@ export class Repository {
    * Resolves a conditional query to at most one id. An advisory lock on the condition serialises concurrent
    * writers with the same condition, so two identical conditional creates cannot both create.
    */
-  async findConditional(tx: Tx, resourceType: string, query: string, what: string): Promise<string | undefined> {
+  async findConditional(tx: Tx, resourceType: string, query: string, what: string, opts: { locked?: boolean } = {}): Promise<string | undefined> {
     const params = parseQuery(query.replace(/^\?/, ''));
     if (params.length === 0) throw badRequest(`${what} needs search criteria`);
-    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`${resourceType}?${query}`]);
+    if (!opts.locked) await this.lockConditions(tx, [[resourceType, query]]);
     const ids = await searchIds(tx, resourceType, params, 2);
     if (ids.length > 1) throw preconditionFailed(`${what} criteria "${query}" match more than one ${resourceType}`);
     return ids[0];
+  }
+
+  /**
+   * Takes the advisory locks of several conditions in one round trip, in a fixed (sorted) order so that two
+   * transactions locking overlapping sets cannot deadlock on each other.
+   */
+  async lockConditions(tx: Tx, conditions: Array<[resourceType: string, query: string]>): Promise<void> {
+    if (conditions.length === 0) return;
+    const keys = [...new Set(conditions.map(([type, query]) => `${type}?${query}`))].sort();
+    await tx.query('SELECT pg_advisory_xact_lock(hashtext(k)) FROM (SELECT unnest($1::text[]) AS k ORDER BY 1) s', [keys]);
   }
 
   private async lockCurrent(tx: Tx, resourceType: string, id: string): Promise<ResourceRow | undefined> {
