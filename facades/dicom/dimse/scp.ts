@@ -67,6 +67,33 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
     );
   };
 
+  type Counts = { remaining: number; completed: number; failed: number; warnings: number };
+  type SubOpResponse = {
+    setStatus(s: number): void;
+    setRemaining(n: number): void;
+    setCompleted(n: number): void;
+    setFailures(n: number): void;
+    setWarnings(n: number): void;
+    setErrorComment(c: string): void;
+  };
+  /**
+   * C-MOVE and C-GET report progress the same way. The event callback may be called once: pending responses
+   * go out directly, the final one through it.
+   */
+  const subOperationResponder =
+    <R extends SubOpResponse>(make: () => R, sendPending: (r: R) => void, callback: (r: R[]) => void) =>
+    (status: number, counts: Counts, comment?: string): void => {
+      const r = make();
+      r.setStatus(status);
+      r.setRemaining(counts.remaining);
+      r.setCompleted(counts.completed);
+      r.setFailures(counts.failed);
+      r.setWarnings(counts.warnings);
+      if (comment) r.setErrorComment(comment.slice(0, 64));
+      if (status === Status.Pending) sendPending(r);
+      else callback([r]);
+    };
+
   return class ConfluxScp extends Scp {
     private association?: InstanceType<typeof dimse.association.Association>;
     private callingAe = '';
@@ -247,18 +274,7 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
 
     cMoveRequest(request: InstanceType<typeof dimse.requests.CMoveRequest>, callback: (r: Array<InstanceType<typeof CMoveResponse>>) => void): void {
       const destination = String(request.getCommandDataset().getElement('MoveDestination') ?? '').trim();
-      const respond = (status: number, counts: { remaining: number; completed: number; failed: number; warnings: number }, comment?: string) => {
-        const r = CMoveResponse.fromRequest(request);
-        r.setStatus(status);
-        r.setRemaining(counts.remaining);
-        r.setCompleted(counts.completed);
-        r.setFailures(counts.failed);
-        r.setWarnings(counts.warnings);
-        if (comment) r.setErrorComment(comment.slice(0, 64));
-        // The event callback may be called once: pending responses go out directly, the final one through it.
-        if (status === Status.Pending) this.sendResponse(request, r);
-        else callback([r]);
-      };
+      const respond = subOperationResponder(() => CMoveResponse.fromRequest(request), (r) => this.sendResponse(request, r), callback);
       const dest = cfg.aes.find((a) => a.aeTitle === destination);
       if (!dest?.host || !dest.port) {
         respond(Status.MoveDestinationUnknown, { remaining: 0, completed: 0, failed: 0, warnings: 0 }, `move destination "${destination}" is not a configured AE with host and port`);
@@ -279,18 +295,7 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
     }
 
     cGetRequest(request: InstanceType<typeof dimse.requests.CGetRequest>, callback: (r: Array<InstanceType<typeof CGetResponse>>) => void): void {
-      const respond = (status: number, counts: { remaining: number; completed: number; failed: number; warnings: number }, comment?: string) => {
-        const r = CGetResponse.fromRequest(request);
-        r.setStatus(status);
-        r.setRemaining(counts.remaining);
-        r.setCompleted(counts.completed);
-        r.setFailures(counts.failed);
-        r.setWarnings(counts.warnings);
-        if (comment) r.setErrorComment(comment.slice(0, 64));
-        // The event callback may be called once: pending responses go out directly, the final one through it.
-        if (status === Status.Pending) this.sendResponse(request, r);
-        else callback([r]);
-      };
+      const respond = subOperationResponder(() => CGetResponse.fromRequest(request), (r) => this.sendResponse(request, r), callback);
       (async () => {
         const query = denaturalize((request.getDataset()?.getElements() ?? {}) as Record<string, unknown>);
         const rows = await retrieveInstances(svc, query);
