@@ -18,7 +18,7 @@ import { parseSerialConfig } from '../../facades/serial/config.js';
 import { startPort, type RunningPort } from '../../facades/serial/index.js';
 import type { FilingResult } from '../../facades/serial/filing.js';
 import { openTestEnv, type TestEnv } from '../devices/helpers.js';
-import { ptyPair, type PtyPair } from './pty.js';
+import { ptyPair, type PtyPair, eventQueue } from './pty.js';
 import { sharedPath } from '../helpers/shared-data.js';
 
 const CORPUS = sharedPath('hl7v2/corpus/astm/');
@@ -41,14 +41,8 @@ describe('ASTM over a real pty with CR-only and LF-only frame endings', () => {
   let analyzer: SerialPort;
   let line: Line;
   let patient: string;
-  const events: Processed[] = [];
-  let waiters: Array<() => void> = [];
-  const nextEvent = () =>
-    new Promise<Processed>((resolve) => {
-      const n = events.length;
-      const check = () => (events.length > n ? resolve(events[n]) : waiters.push(check));
-      check();
-    });
+  const processed = eventQueue<Processed>();
+  const nextEvent = () => processed.next();
 
   beforeAll(async () => {
     env = await openTestEnv('pglite');
@@ -61,12 +55,7 @@ describe('ASTM over a real pty with CR-only and LF-only frame endings', () => {
     running = startPort(cfg, {
       store: env.store,
       log: quiet,
-      onProcessed: (e) => {
-        events.push(e);
-        const w = waiters;
-        waiters = [];
-        w.forEach((f) => f());
-      },
+      onProcessed: (e) => processed.push(e),
     });
     while (!running.port.isOpen) await new Promise((r) => setTimeout(r, 20));
     analyzer = new SerialPort({ path: pty.device, baudRate: 115200 });

@@ -32,3 +32,24 @@ export async function ptyPair(host: string, device: string): Promise<PtyPair> {
     },
   };
 }
+
+/** What a facade reports, in order: `push` from its callback, `next()` awaits the next unseen one. */
+export function eventQueue<T>(): { push(e: T): void; next(): Promise<T> } {
+  const events: T[] = [];
+  let waiters: Array<() => void> = [];
+  return {
+    push(e) {
+      events.push(e);
+      const w = waiters;
+      waiters = [];
+      w.forEach((f) => f());
+    },
+    next() {
+      return new Promise<T>((resolve) => {
+        const n = events.length;
+        const check = () => (events.length > n ? resolve(events[n]) : waiters.push(check));
+        check();
+      });
+    },
+  };
+}
