@@ -41,26 +41,38 @@ export async function startServer(config: Config, opts: { db?: Runtime['db'] } =
     const bar = '!'.repeat(78);
     log.warn(`\n${bar}\n!! AUTH=off: every FHIR, DICOMweb and admin request is served WITHOUT authorization.\n!! For local exploration only. Never expose this server to a network or real patient data.\n${bar}`);
   }
+  const infoFile = serverInfoPath(config);
+  // Written before the port opens when the port is known, so a CLI that finds /healthz up also finds it.
+  const writeInfo = async (url: string) => {
+    if (opts.db) return;
+    await mkdir(config.dataDir, { recursive: true });
+    // Readable only by this user: the token grants the whole admin API.
+    await writeFile(infoFile, JSON.stringify({ url, pid: process.pid, adminToken: runtime.adminToken }), { mode: 0o600 });
+  };
+  // The address a local CLI can reach: loopback when listening on every interface.
+  const local = ['0.0.0.0', '::'].includes(config.host) ? '127.0.0.1' : config.host;
+  if (config.port !== 0) await writeInfo(`http://${local}:${config.port}`);
   const server = http.createServer(runtime.app);
   server.keepAliveTimeout = 65_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+  } catch (err) {
+    if (!opts.db) await removeOwnInfoFile(infoFile);
+    await runtime.close();
+    throw err;
+  }
   const port = (server.address() as AddressInfo).port;
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${local}:${port}`;
   if (!config.env.BASE_URL && config.port === 0) {
     // An ephemeral port (tests) is only known now: links and Location headers must carry it.
     config.baseUrl = `http://localhost:${port}`;
     config.fhirBaseUrl = `${config.baseUrl}/fhir`;
     runtime.router.ctx.baseUrl = config.fhirBaseUrl;
   }
-  const infoFile = serverInfoPath(config);
-  if (!opts.db) {
-    await mkdir(config.dataDir, { recursive: true });
-    // Readable only by this user: the token grants the whole admin API.
-    await writeFile(infoFile, JSON.stringify({ url, pid: process.pid, adminToken: runtime.adminToken }), { mode: 0o600 });
-  }
+  if (config.port === 0) await writeInfo(url);
   log.info(`FHIR R4 at ${config.fhirBaseUrl} (listening on :${port}), database ${runtime.db.kind}`);
 
   let stopping: Promise<void> | undefined;
