@@ -18,7 +18,7 @@ import { parseSerialConfig } from '../../facades/serial/config.js';
 import { startPort, type RunningPort } from '../../facades/serial/index.js';
 import type { FilingResult } from '../../facades/serial/filing.js';
 import { openTestEnv, type TestEnv } from '../devices/helpers.js';
-import { ptyPair, type PtyPair, eventQueue } from './pty.js';
+import { ptyPair, type PtyPair, eventQueue, until } from './pty.js';
 import { sharedPath } from '../helpers/shared-data.js';
 
 const CORPUS = sharedPath('hl7v2/corpus/astm/');
@@ -57,7 +57,7 @@ describe('ASTM over a real pty with CR-only and LF-only frame endings', () => {
       log: quiet,
       onProcessed: (e) => processed.push(e),
     });
-    while (!running.port.isOpen) await new Promise((r) => setTimeout(r, 20));
+    await until(() => running.port.isOpen, 'the facade to open the port');
     analyzer = new SerialPort({ path: pty.device, baudRate: 115200 });
     await new Promise<void>((resolve, reject) => analyzer.once('open', resolve).once('error', reject));
     line = streamLine(analyzer);

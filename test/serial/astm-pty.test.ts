@@ -13,7 +13,7 @@ import { parseSerialConfig } from '../../facades/serial/config.js';
 import { startPort, type RunningPort } from '../../facades/serial/index.js';
 import type { FilingResult } from '../../facades/serial/filing.js';
 import { openTestEnv, type TestEnv } from '../devices/helpers.js';
-import { ptyPair, type PtyPair, eventQueue } from './pty.js';
+import { ptyPair, type PtyPair, eventQueue, until } from './pty.js';
 import { sharedPath } from '../helpers/shared-data.js';
 
 const CORPUS = sharedPath('hl7v2/corpus/astm/');
@@ -58,7 +58,7 @@ describe('ASTM over a real pty (socat)', () => {
       log: quiet,
       onProcessed: (e) => processed.push(e),
     });
-    while (!running.port.isOpen) await new Promise((r) => setTimeout(r, 20));
+    await until(() => running.port.isOpen, 'the facade to open the port');
     await openAnalyzer();
   }, 60_000);
 
@@ -149,7 +149,7 @@ describe('ASTM over a real pty (socat)', () => {
     await new Promise((r) => analyzer.close(r));
     await pty.kill();
     pty = await ptyPair(pty.host, pty.device);
-    while (running.port.opens === opens || !running.port.isOpen) await new Promise((r) => setTimeout(r, 50));
+    await until(() => running.port.opens > opens && running.port.isOpen, 'the facade to reopen the port');
     await openAnalyzer();
     const done = nextEvent();
     expect((await sendSession(line, framesOf('senaite_abbott_afinion2.txt'))).ok).toBe(true);

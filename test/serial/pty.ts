@@ -53,3 +53,12 @@ export function eventQueue<T>(): { push(e: T): void; next(): Promise<T> } {
     },
   };
 }
+
+/** Polls `cond` until it holds; fails naming `what` it waited for (a hang would only say "test timed out"). */
+export async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
