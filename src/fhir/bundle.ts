@@ -50,7 +50,8 @@ async function processBundle(router: FhirRouter, req: FhirRequest, ctx: RouterCo
     }
     return { status: 200, resource: { resourceType: 'Bundle', type: 'batch-response', entry: responses } };
   }
-  const run = async (tx: Tx): Promise<FhirResponse> => {
+  const run = async (outer: Tx): Promise<FhirResponse> => {
+    const tx = ctx.repo.batchWrites(outer);
     const planned = entries.map((e, i) => planEntry(e, i, ctx.baseUrl));
     const ids = await resolveIdentities(tx, entries, planned, ctx);
     for (const p of planned) {
@@ -65,6 +66,7 @@ async function processBundle(router: FhirRouter, req: FhirRequest, ctx: RouterCo
         throw atEntry(err, p.index);
       }
     }
+    await tx.flush();
     return { status: 200, resource: { resourceType: 'Bundle', type: 'transaction-response', entry: results } };
   };
   return req.tx ? run(req.tx) : ctx.repo.db.transaction(run);
@@ -112,21 +114,35 @@ async function resolveIdentities(
   ctx: RouterContext,
 ): Promise<Map<string, string>> {
   const ids = new Map<string, string>();
-  // Every condition of the Bundle is locked at once (one round trip instead of one per entry).
+  // Every condition of the Bundle is locked at once (one round trip instead of one per entry)…
   const conditionOf = (p: PlannedEntry): [string, string] | undefined => {
     if (p.path.includes('/')) return undefined;
     if (p.method === 'POST' && p.headers['if-none-exist']) return [p.path, p.headers['if-none-exist']];
     if (p.method === 'PUT' && p.query.length > 0) return [p.path, new URLSearchParams(p.query).toString()];
     return undefined;
   };
-  await ctx.repo.lockConditions(tx, planned.map(conditionOf).filter((c): c is [string, string] => c !== undefined));
+  const conditional = planned.filter((p) => conditionOf(p) !== undefined);
+  const conditions = conditional.map((p) => conditionOf(p)!);
+  await ctx.repo.lockConditions(tx, conditions);
+  // …and settled at once, under those locks: one round trip for all of them.
+  const matches = new Map<PlannedEntry, string | undefined>();
+  const found = await ctx.repo
+    .findConditionals(
+      tx,
+      conditions.map(([resourceType, query], i) => ({ resourceType, query, what: conditional[i].method === 'POST' ? 'If-None-Exist' : 'conditional update' })),
+    )
+    .catch((err: unknown) => {
+      const at = (err as { searchIndex?: number }).searchIndex;
+      throw at === undefined ? err : atEntry(err, conditional[at].index);
+    });
+  conditional.forEach((p, i) => matches.set(p, found[i]));
   for (const p of planned) {
     const fullUrl = entries[p.index].fullUrl;
     const type = p.path.split('/')[0];
     let target: string | undefined;
     if (p.method === 'POST' && !p.path.includes('/')) {
       const ifNoneExist = p.headers['if-none-exist'];
-      const existing = ifNoneExist ? await ctx.repo.findConditional(tx, type, ifNoneExist, 'If-None-Exist', { locked: true }) : undefined;
+      const existing = ifNoneExist ? matches.get(p) : undefined;
       // The condition is settled here, under its lock: a match becomes a read of the existing resource
       // (what a conditional create answers), no match a plain create with the pre-assigned id.
       delete p.headers['if-none-exist'];
@@ -138,8 +154,7 @@ async function resolveIdentities(
       p.assignedId = existing ?? randomUUID();
       target = `${type}/${p.assignedId}`;
     } else if (p.method === 'PUT' && !p.path.includes('/') && p.query.length > 0) {
-      const query = new URLSearchParams(p.query).toString();
-      const existing = await ctx.repo.findConditional(tx, type, query, 'conditional update', { locked: true });
+      const existing = matches.get(p);
       const bodyId = (p.body as Resource).id;
       const id = existing ?? (bodyId && !bodyId.startsWith('urn:') ? bodyId : randomUUID());
       p.knownAbsent = !existing && id !== bodyId;
@@ -225,6 +240,7 @@ function errorEntry(err: unknown, index: number): BundleEntry {
 
 /** Prefixes the failure with the entry it came from, so the client can find it in a 500-entry Bundle. */
 function atEntry(err: unknown, index: number): FhirError {
+  if ((err as { wholeTransaction?: boolean }).wholeTransaction) return err as FhirError;
   if (!(err instanceof FhirError)) {
     return new FhirError(500, outcome('error', 'exception', `Bundle.entry[${index}]: ${(err as Error).message}`));
   }

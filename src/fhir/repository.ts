@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Resource } from '@medplum/fhirtypes';
 import type { Database, Queryable, Tx } from '../db/database.js';
-import { badRequest, conflict, FhirError, gone, notFound, preconditionFailed } from './outcome.js';
+import { badRequest, conflict, FhirError, gone, notFound, outcome, preconditionFailed } from './outcome.js';
 import { assertValidResource, assertResourceType, assertValidId } from './validation.js';
-import { indexResourceCtes, patientCompartmentsOf, removeResourceIndex, searchIds } from './search/index.js';
+import { indexResourcesCtes, patientCompartmentsOf, removeResourceIndex, searchIds, searchIdsMany } from './search/index.js';
 import { applyJsonPatch } from './patch.js';
 
 export interface StoredVersion {
@@ -55,6 +55,26 @@ export function parseQuery(query: string): SearchParams {
   return [...new URLSearchParams(query)];
 }
 
+/** A validated, stamped version waiting to be written (alone, or with the rest of a transaction's writes). */
+interface PendingWrite {
+  resource: Resource;
+  versionId: number;
+  method: ChangeEvent['method'];
+  json: string;
+  previous?: ResourceRow;
+}
+
+const PENDING = Symbol('pending writes');
+
+/**
+ * A transaction whose resource writes are queued and written together, in one statement: when anything else is
+ * queried through it (so every read sees every earlier write) and at `flush()`, which the owner calls before commit.
+ */
+export interface BatchingTx extends Tx {
+  readonly [PENDING]: PendingWrite[];
+  flush(): Promise<void>;
+}
+
 interface ResourceRow {
   version_id: number;
   deleted: boolean;
@@ -84,6 +104,35 @@ export class Repository {
   /** Runs `fn` in `tx` when given, otherwise in a new transaction. */
   private inTx<T>(tx: Tx | undefined, fn: (tx: Tx) => Promise<T>): Promise<T> {
     return tx ? fn(tx) : this.db.transaction(fn);
+  }
+
+  /**
+   * Wraps `tx` so that the writes made through it go to the database together (a FHIR transaction of 12 entries
+   * is one INSERT statement, not 12 round trips). Change hooks run after that statement, in write order.
+   */
+  batchWrites(tx: Tx): BatchingTx {
+    const pending: PendingWrite[] = [];
+    const flush = async (): Promise<void> => {
+      if (pending.length === 0) return;
+      const items = pending.splice(0);
+      await this.writeAll(tx, items).catch((err: unknown) => {
+        // A failure of the joint statement belongs to the transaction, not to the entry that happened to trigger it.
+        throw Object.assign(err instanceof FhirError ? err : new FhirError(500, outcome('error', 'exception', `writing ${items.length} resources failed: ${(err as Error).message}`)), { wholeTransaction: true });
+      });
+      for (const item of items) await this.emitWrite(tx, item);
+    };
+    return {
+      [PENDING]: pending,
+      flush,
+      query: async (sql, params) => {
+        await flush();
+        return tx.query(sql, params);
+      },
+      exec: async (sql) => {
+        await flush();
+        return tx.exec(sql);
+      },
+    };
   }
 
   async read(resourceType: string, id: string, q: Queryable = this.db): Promise<StoredVersion> {
@@ -239,12 +288,26 @@ export class Repository {
    * writers with the same condition, so two identical conditional creates cannot both create.
    */
   async findConditional(tx: Tx, resourceType: string, query: string, what: string, opts: { locked?: boolean } = {}): Promise<string | undefined> {
-    const params = parseQuery(query.replace(/^\?/, ''));
-    if (params.length === 0) throw badRequest(`${what} needs search criteria`);
     if (!opts.locked) await this.lockConditions(tx, [[resourceType, query]]);
-    const ids = await searchIds(tx, resourceType, params, 2);
-    if (ids.length > 1) throw preconditionFailed(`${what} criteria "${query}" match more than one ${resourceType}`);
-    return ids[0];
+    return (await this.findConditionals(tx, [{ resourceType, query, what }]))[0];
+  }
+
+  /**
+   * Resolves several conditional queries, each to at most one id, in one round trip. The caller holds their
+   * locks (`lockConditions`). A failure carries `searchIndex`: which condition it was.
+   */
+  async findConditionals(tx: Tx, conditions: Array<{ resourceType: string; query: string; what: string }>): Promise<Array<string | undefined>> {
+    const searches = conditions.map(({ resourceType, query, what }) => {
+      const params = parseQuery(query.replace(/^\?/, ''));
+      if (params.length === 0) throw badRequest(`${what} needs search criteria`);
+      return { resourceType, params };
+    });
+    const found = await searchIdsMany(tx, searches, 2);
+    return found.map((ids, i) => {
+      const { resourceType, query, what } = conditions[i];
+      if (ids.length > 1) throw Object.assign(preconditionFailed(`${what} criteria "${query}" match more than one ${resourceType}`), { searchIndex: i });
+      return ids[0];
+    });
   }
 
   /**
@@ -265,7 +328,7 @@ export class Repository {
     return r.rows[0];
   }
 
-  /** Validates, stamps meta, writes history + current row + search index in `tx`. */
+  /** Validates and stamps meta, then writes history + current row + search index in `tx` (or queues it there). */
   private async write<T extends Resource>(
     tx: Tx,
     input: T,
@@ -273,44 +336,78 @@ export class Repository {
     method: ChangeEvent['method'],
     previous?: ResourceRow,
   ): Promise<WriteResult<T>> {
-    const now = new Date();
     const resource = {
       ...input,
-      meta: { ...input.meta, versionId: String(versionId), lastUpdated: now.toISOString() },
+      meta: { ...input.meta, versionId: String(versionId), lastUpdated: new Date().toISOString() },
     } as T;
     assertValidResource(resource);
-    const json = JSON.stringify(resource);
-    const params: unknown[] = [resource.resourceType, resource.id, versionId, now, method, json, patientCompartmentsOf(resource)];
-    // History, current row and search index in one statement: one round trip per write.
-    const indexCtes = indexResourceCtes(resource, params);
+    const item: PendingWrite = { resource, versionId, method, json: JSON.stringify(resource), previous };
+    const pending = (tx as Partial<BatchingTx>)[PENDING];
+    if (pending) pending.push(item);
+    else {
+      await this.writeAll(tx, [item]);
+      await this.emitWrite(tx, item);
+    }
+    return { resource, created: versionId === 1, json: item.json };
+  }
+
+  /** History rows, current rows and search index rows of every item in ONE statement: one round trip. */
+  private async writeAll(tx: Tx, items: PendingWrite[]): Promise<void> {
+    const col = <V>(f: (i: PendingWrite) => V): V[] => items.map(f);
+    const params: unknown[] = [
+      col((i) => i.resource.resourceType),
+      col((i) => i.resource.id),
+      col((i) => i.versionId),
+      col((i) => i.resource.meta!.lastUpdated),
+      col((i) => i.method),
+      col((i) => i.json),
+      col((i) => pgTextArray(patientCompartmentsOf(i.resource))),
+    ];
+    const indexCtes = indexResourcesCtes(col((i) => i.resource), params);
     await tx.query(
-      `WITH h AS (
+      `WITH u AS (
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::text[], $7::text[])
+           AS u(resource_type, id, version_id, last_updated, method, content, compartments)),
+       h AS (
          INSERT INTO resource_history (resource_type, id, version_id, last_updated, deleted, method, content)
-         VALUES ($1, $2, $3, $4, false, $5, $6) RETURNING seq),
+         SELECT resource_type, id, version_id, last_updated, false, method, content FROM u
+         RETURNING resource_type, id, seq),
        r AS (
          INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content, compartments, seq)
-         SELECT $1, $2, $3, $4, false, $6, $7, seq FROM h
+         SELECT u.resource_type, u.id, u.version_id, u.last_updated, false, u.content, u.compartments::text[], h.seq
+           FROM u JOIN h ON h.resource_type = u.resource_type AND h.id = u.id
          ON CONFLICT (resource_type, id) DO UPDATE SET
            version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, deleted = false,
            content = EXCLUDED.content, compartments = EXCLUDED.compartments, seq = EXCLUDED.seq)
        ${indexCtes.map((c) => `, ${c}`).join('\n')}
        SELECT 1`,
       params,
-    ).catch((err: { code?: string; message: string }) => {
+    ).catch((err: { code?: string; message: string; detail?: string }) => {
       // Two writers creating the same client-assigned id at once: the loser retries as an update.
-      if (err.code === '23505') throw conflict(`${resource.resourceType}/${resource.id} was written concurrently; retry`);
+      if (err.code === '23505') {
+        const what = items.length === 1 ? `${items[0].resource.resourceType}/${items[0].resource.id} was` : `a resource of this transaction was (${err.detail ?? err.message})`;
+        throw conflict(`${what} written concurrently; retry`);
+      }
       throw err;
     });
-    if (this.hooks.length) await this.emit(tx, {
-      method,
-      resourceType: resource.resourceType,
-      id: resource.id as string,
-      versionId,
-      resource,
-      previous: previous?.content ? (JSON.parse(previous.content) as Resource) : undefined,
-    });
-    return { resource, created: versionId === 1, json };
   }
+
+  private async emitWrite(tx: Tx, item: PendingWrite): Promise<void> {
+    if (this.hooks.length === 0) return;
+    await this.emit(tx, {
+      method: item.method,
+      resourceType: item.resource.resourceType,
+      id: item.resource.id as string,
+      versionId: item.versionId,
+      resource: item.resource,
+      previous: item.previous?.content ? (JSON.parse(item.previous.content) as Resource) : undefined,
+    });
+  }
+}
+
+/** A PostgreSQL array literal of `values`, for a text[] column fed through unnest (which cannot carry ragged arrays). */
+function pgTextArray(values: string[]): string {
+  return `{${values.map((v) => `"${v.replace(/["\\]/g, '\\$&')}"`).join(',')}}`;
 }
 
 /** Equal apart from the server-maintained meta.versionId / meta.lastUpdated, whatever the key order. */

@@ -162,11 +162,14 @@ export async function findDuplicate(
   controlId: string,
   opts: { channel?: string; direction?: MessageDirection } = {},
 ): Promise<MessageSummary | null> {
+  // `sender IS NOT DISTINCT FROM $3` would read like one statement but no index can answer it: every lookup
+  // would scan the channel's whole log. Two texts keep it an index lookup however large the log grows.
   const res = await q.query<Row>(
     `SELECT ${SUMMARY_COLUMNS} FROM message_log
-      WHERE channel = $1 AND direction = $2 AND sender IS NOT DISTINCT FROM $3 AND control_id = $4 AND replay_of IS NULL
+      WHERE channel = $1 AND direction = $2 AND ${sender === null ? 'sender IS NULL AND control_id = $3' : 'sender = $3 AND control_id = $4'}
+        AND replay_of IS NULL
       ORDER BY (status IN ('processed', 'held')) DESC, seq DESC LIMIT 1`,
-    [opts.channel ?? 'mllp', opts.direction ?? 'in', sender, controlId],
+    sender === null ? [opts.channel ?? 'mllp', opts.direction ?? 'in', controlId] : [opts.channel ?? 'mllp', opts.direction ?? 'in', sender, controlId],
   );
   return res.rows[0] ? toSummary(res.rows[0]) : null;
 }

@@ -3,7 +3,7 @@
  *  1. a write made with no server running (a CLI command run in-process, listen = false) still reaches
  *     the outbox in its own transaction, and a server started later delivers it;
  *  2. one FHIR transaction with an Observation entry BEFORE the DiagnosticReport that lists it sends one
- *     ORU (the report's), the Observation's own row is kept as 'superseded' with the reason;
+ *     ORU (the report's); Observations queued from an earlier transaction are kept as 'superseded' with the reason;
  *  3. results that came in with MSH-11 T are not sent as production: skipped for a destination that did
  *     not opt in, sent with MSH-11 T to one that did (options.forwardNonProduction).
  * Every destination here filters both DiagnosticReport and Observation on its own lane, so a lone
@@ -58,6 +58,7 @@ async function postJson(url: string, body: unknown, headers: Record<string, stri
 }
 
 const obxLines = (text: string) => text.split('\r').filter((s) => s.startsWith('OBX|'));
+const idOf = (out: { entry?: BundleEntry[] }, i: number, type: string) => new RegExp(`${type}/([^/]+)`).exec(out.entry![i]!.response!.location!)![1]!;
 
 describe.each(testDatabases())('HL7 v2 outbound walkthrough fixes on $name', (tdb) => {
   let db: Database;
@@ -112,22 +113,47 @@ describe.each(testDatabases())('HL7 v2 outbound walkthrough fixes on $name', (td
     expect(obxLines(offlinePeer.received[0]!.text)).toHaveLength(2);
   }, 60_000);
 
-  it('2: Observation before its DiagnosticReport in one transaction: one ORU, the standalone row superseded', async () => {
+  it('2: Observation before its DiagnosticReport in one transaction: one ORU, no standalone row', async () => {
     server ??= await startOutboundServer(db);
     const p = await peer();
     expect((await server.admin('POST', '/destinations', laneDestination('obsfirst', p.port))).status).toBe(201);
     const entries = laneReport('OBS-1', 'obsfirst', true);
     expect(entries.map((e) => e.resource?.resourceType)).toEqual(['Patient', 'Observation', 'Observation', 'DiagnosticReport']);
     const out = await server.transaction(entries);
-    const idOf = (i: number, type: string) => new RegExp(`${type}/([^/]+)`).exec(out.entry![i]!.response!.location!)![1];
-    const reportId = idOf(3, 'DiagnosticReport');
-    const obsIds = [1, 2].map((i) => idOf(i, 'Observation'));
+    const reportId = idOf(out, 3, 'DiagnosticReport');
+    // The transaction's writes land together, so the Observations' hooks already see the report that lists them.
+    await until(async () => (await outboxStates(db, 'obsfirst')).delivered === 1, 'obsfirst delivered');
+    expect(await outboxStates(db, 'obsfirst')).toEqual({ delivered: 1 });
+    const rows = (await server.admin('GET', '/messages?destination=obsfirst')).body.messages as any[];
+    expect(rows.map((r) => r.groupKey)).toEqual([`DiagnosticReport/${reportId}`]);
+    expect(p.received).toHaveLength(1);
+    const obx = obxLines(p.received[0]!.text);
+    expect(obx).toHaveLength(2);
+    expect(obx[0]).toMatch(/\|2823-3\^Potassium\^LN\|/);
+  }, 60_000);
+
+  it('2a: Observations queued from an earlier transaction are superseded by their report\'s ORU, not sent twice', async () => {
+    server ??= await startOutboundServer(db);
+    const p = await peer();
+    expect((await server.admin('POST', '/destinations', laneDestination('obslater', p.port))).status).toBe(201);
+    // Paused, the standalone rows of the first transaction stay queued until the report arrives.
+    expect((await server.admin('POST', '/destinations/obslater/pause', {})).status).toBe(200);
+    const [patient, o1, o2, report] = laneReport('OBS-2', 'obslater', true);
+    const first = await server.transaction([patient!, o1!, o2!]);
+    const obsIds = [1, 2].map((i) => idOf(first, i, 'Observation'));
+    const patientRef = `Patient/${idOf(first, 0, 'Patient')}`;
+    const r = report!.resource as any;
+    const second = await server.transaction([
+      { ...report!, resource: { ...r, subject: { reference: patientRef }, result: obsIds.map((id) => ({ reference: `Observation/${id}` })) } },
+    ]);
+    const reportId = idOf(second, 0, 'DiagnosticReport');
+    expect((await server.admin('POST', '/destinations/obslater/resume', {})).status).toBe(200);
 
     // Every row of the lane reaches a final state; only then is "exactly one" a fact, not a wait.
     const rows = await until(async () => {
-      const r = (await server!.admin('GET', '/messages?destination=obsfirst')).body.messages as any[];
+      const r = (await server!.admin('GET', '/messages?destination=obslater')).body.messages as any[];
       return r.length > 0 && r.every((m) => ['delivered', 'dead', 'superseded'].includes(m.state)) && r;
-    }, 'obsfirst rows settled');
+    }, 'obslater rows settled');
     const delivered = rows.filter((r) => r.state === 'delivered');
     const superseded = rows.filter((r) => r.state === 'superseded');
     expect(delivered).toHaveLength(1);
@@ -139,12 +165,10 @@ describe.each(testDatabases())('HL7 v2 outbound walkthrough fixes on $name', (td
       expect(r.payload).toBeNull();
     }
     expect(p.received).toHaveLength(1);
-    const obx = obxLines(p.received[0]!.text);
-    expect(obx).toHaveLength(2);
-    expect(obx[0]).toMatch(/\|2823-3\^Potassium\^LN\|/);
+    expect(obxLines(p.received[0]!.text)).toHaveLength(2);
 
     // Operators see it in the counts, and can still ask for the standalone message (built anew).
-    const dest = (await server.admin('GET', '/destinations/obsfirst')).body;
+    const dest = (await server.admin('GET', '/destinations/obslater')).body;
     expect(dest.counts).toEqual({ queued: 0, sending: 0, delivered: 1, dead: 0, superseded: 2 });
     const replayed = await server.admin('POST', `/messages/${superseded[0].id}/replay`, {});
     expect(replayed.status).toBe(202);

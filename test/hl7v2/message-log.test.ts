@@ -59,6 +59,36 @@ describe.each(DB_KINDS)('message log (%s)', (kind) => {
     expect(await findDuplicate(t.db, 'S^F', 'D1', { channel: 'serial' })).toBeNull();
   });
 
+  it('finds a resend of a message without a sender (MSH-3/4 empty) too', async () => {
+    const a = await recordMessage(t.db, { channel: 'mllp', direction: 'in', raw: 'x', controlId: 'N1', status: 'processed' });
+    expect((await findDuplicate(t.db, null, 'N1'))?.id).toBe(a);
+    expect(await findDuplicate(t.db, 'S^F', 'N1')).toBeNull();
+  });
+
+  // The lookup runs for every message received: it must stay an index lookup on sender and control id, not a
+  // scan of the channel's whole log (which `sender IS NOT DISTINCT FROM $3` was).
+  it.each([['S^F'], [null]])('looks a resend up by index on sender %s and control id, whatever the log size', async (sender) => {
+    const plans: string[] = [];
+    await t.db.transaction(async (tx) => {
+      await tx.query('SET LOCAL enable_seqscan = off');
+      await findDuplicate(
+        {
+          exec: (s) => tx.exec(s),
+          query: async <R,>(sql: string, params?: unknown[]) => {
+            const plan = await tx.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params);
+            plans.push(plan.rows.map((r) => r['QUERY PLAN']).join('\n'));
+            return tx.query<R>(sql, params);
+          },
+        },
+        sender,
+        'D1',
+      );
+    });
+    const cond = /Index Cond: \((.*)\)/.exec(plans[0]!)?.[1] ?? '';
+    expect(cond, plans[0]).toMatch(sender === null ? /sender IS NULL/ : /sender = /);
+    expect(cond, plans[0]).toMatch(/control_id = /);
+  });
+
   it('says which message is missing when updating an unknown id', async () => {
     await expect(updateMessage(t.db, 'nope', { status: 'processed' })).rejects.toThrow(/message nope not found/);
   });

@@ -110,8 +110,8 @@ function buildMatchQuery(
   access: SearchAccess | undefined,
   baseUrl: string,
   firstKey: FirstKeyMode = 'left',
+  sql = new Sql(baseUrl),
 ): MatchQuery {
-  const sql = new Sql(baseUrl);
   const where: string[] = [
     types.length === 1 ? `r.resource_type = ${sql.p(types[0])}` : `r.resource_type = ANY(${sql.p(types)}::text[])`,
     'NOT r.deleted',
@@ -413,15 +413,35 @@ type Key = string; // `${type}/${id}`
 
 /** Ids of matches for conditional interactions (strict: an unknown parameter is an error, never ignored). */
 export async function runSearchIds(db: Queryable, resourceType: string, params: Array<[string, string]>, limit: number): Promise<string[]> {
-  if (paramsOf(resourceType).size === 0) throw badRequest(`Unknown resource type "${resourceType}"`);
-  const parsed = parseSearch([resourceType], params);
-  if (parsed.unknown.length) throw badRequest(parsed.unknown.map(([, m]) => m).join('; '), parsed.unknown[0][0]);
-  const q = buildMatchQuery({ ...parsed, sort: [] }, [resourceType], undefined, '');
-  const rows = await db.query<{ id: string }>(
-    `SELECT r.id FROM ${q.from} WHERE ${q.where} ORDER BY r.id LIMIT ${q.sql.p(limit)}`,
-    q.sql.params,
-  );
-  return rows.rows.map((r) => r.id);
+  return (await runSearchIdsMany(db, [{ resourceType, params }], limit))[0];
+}
+
+/**
+ * Several id searches in one statement (one round trip), each answering at most `limit` ids in id order.
+ * A malformed search throws with `searchIndex` saying which one.
+ */
+export async function runSearchIdsMany(
+  db: Queryable,
+  searches: Array<{ resourceType: string; params: Array<[string, string]> }>,
+  limit: number,
+): Promise<string[][]> {
+  if (searches.length === 0) return [];
+  const sql = new Sql();
+  const parts = searches.map(({ resourceType, params }, k) => {
+    try {
+      if (paramsOf(resourceType).size === 0) throw badRequest(`Unknown resource type "${resourceType}"`);
+      const parsed = parseSearch([resourceType], params);
+      if (parsed.unknown.length) throw badRequest(parsed.unknown.map(([, m]) => m).join('; '), parsed.unknown[0][0]);
+      const q = buildMatchQuery({ ...parsed, sort: [] }, [resourceType], undefined, '', 'left', sql);
+      return `(SELECT ${k} AS k, r.id FROM ${q.from} WHERE ${q.where} ORDER BY r.id LIMIT ${Math.max(0, Math.trunc(limit))})`;
+    } catch (err) {
+      throw Object.assign(err as Error, { searchIndex: k });
+    }
+  });
+  const rows = await db.query<{ k: number; id: string }>(parts.join(' UNION ALL '), sql.params);
+  const out: string[][] = searches.map(() => []);
+  for (const r of rows.rows) out[Number(r.k)].push(r.id);
+  return out;
 }
 
 async function loadByKeys(db: Queryable, keys: Key[], access: SearchAccess | undefined): Promise<Row[]> {

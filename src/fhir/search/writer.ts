@@ -108,12 +108,14 @@ export const SPECS: TableSpec[] = [
   },
 ];
 
+type IndexItem = { resourceType: string; id: string; rows: IndexRows };
+
 /**
  * Builds the single statement that replaces the index rows of one or more resources.
  * `replace` = false skips the DELETEs (bulk loads of brand-new resources).
  */
 export function buildIndexStatement(
-  items: Array<{ resourceType: string; id: string; rows: IndexRows }>,
+  items: IndexItem[],
   replace: boolean,
 ): { sql: string; params: unknown[] } {
   const params: unknown[] = [];
@@ -125,20 +127,18 @@ export function buildIndexStatement(
 /**
  * The data-modifying CTEs that (re)write the index rows of `items`, numbering their parameters after those
  * already in `params` (which it appends to) — so a caller can fold them into its own statement.
+ * `replace` says whose old rows to delete first: all, none, or those an item predicate picks.
  */
-export function buildIndexCtes(
-  items: Array<{ resourceType: string; id: string; rows: IndexRows }>,
-  replace: boolean,
-  params: unknown[],
-): string[] {
+export function buildIndexCtes(items: IndexItem[], replace: boolean | ((item: IndexItem) => boolean), params: unknown[]): string[] {
   const p = (v: unknown): string => {
     params.push(v);
     return `$${params.length}`;
   };
   const ctes: string[] = [];
-  if (replace) {
-    const types = p(items.map((i) => i.resourceType));
-    const ids = p(items.map((i) => i.id));
+  const replaced = typeof replace === 'function' ? items.filter(replace) : replace ? items : [];
+  if (replaced.length) {
+    const types = p(replaced.map((i) => i.resourceType));
+    const ids = p(replaced.map((i) => i.id));
     INDEX_TABLES.forEach((table, n) => {
       ctes.push(
         `d${n} AS (DELETE FROM ${table} x USING unnest(${types}::text[], ${ids}::text[]) AS k(rt, rid) ` +
