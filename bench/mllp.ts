@@ -1,10 +1,12 @@
 /**
  * HL7 v2 inbound benchmark: parse-only rate, and end-to-end messages/s with ACK latency p50/p99 for a
  * 10-OBX ORU^R01 over 16 concurrent MLLP connections, on PGlite (in memory) and on PostgreSQL when
- * DATABASE_URL is set. Each message has a new patient and order so every one is a real write.
+ * DATABASE_URL is set (in a scratch schema, dropped afterwards, so earlier runs' rows do not move the figure).
+ * Each message has a new patient and order so every one is a real write.
  *   npx tsx bench/mllp.ts [messagesPerConnection=100]
  */
 import net from 'node:net';
+import pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { createRuntime } from '../src/runtime.js';
 import { openDatabase } from '../src/db/open.js';
@@ -43,6 +45,20 @@ function parseOnly(): void {
   console.log(`parse only (10-OBX ORU^R01): ${Math.round(parse)} msgs/s; parse + map to a Bundle: ${Math.round(map)} msgs/s`);
 }
 
+/** A fresh schema on `url` for one run: its URL (search_path set) and how to drop it. */
+async function scratchSchema(url: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const schema = `bench_mllp_${process.pid}`;
+  const admin = async (sql: string) => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    await c.query(sql).finally(() => c.end());
+  };
+  await admin(`CREATE SCHEMA ${schema}`);
+  const u = new URL(url);
+  u.searchParams.set('options', `-c search_path=${schema},public`);
+  return { url: u.toString(), drop: () => admin(`DROP SCHEMA ${schema} CASCADE`) };
+}
+
 async function endToEnd(label: string, databaseUrl?: string): Promise<void> {
   const db = await openDatabase({ databaseUrl, dataDir: null });
   const config = loadConfig({ AUTH: 'off', PORT: '0' });
@@ -52,6 +68,7 @@ async function endToEnd(label: string, databaseUrl?: string): Promise<void> {
   const listener = await startMllpListener(deps, { port: 0, host: '127.0.0.1' });
   const latencies: number[] = [];
   let errors = 0;
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: CONNS }, (_, c) =>
@@ -84,10 +101,12 @@ async function endToEnd(label: string, databaseUrl?: string): Promise<void> {
     ),
   );
   const secs = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!.toFixed(1);
   console.log(
-    `${label}: ${latencies.length} ORU^R01 (10 OBX) over ${CONNS} connections: ${Math.round(latencies.length / secs)} msgs/s end to end, ACK p50 ${pct(50)} ms, p99 ${pct(99)} ms${errors ? `, ${errors} not AA` : ''}`,
+    `${label}: ${latencies.length} ORU^R01 (10 OBX) over ${CONNS} connections: ${Math.round(latencies.length / secs)} msgs/s end to end, ACK p50 ${pct(50)} ms, p99 ${pct(99)} ms${errors ? `, ${errors} not AA` : ''}; ` +
+      `this process (server and the bench's clients) used ${((cpu.user + cpu.system) / 1000 / latencies.length).toFixed(1)} ms CPU a message`,
   );
   await listener.close();
   await rt.db.close();
@@ -95,5 +114,11 @@ async function endToEnd(label: string, databaseUrl?: string): Promise<void> {
 
 parseOnly();
 await endToEnd('PGlite (in memory)');
-if (process.env.DATABASE_URL) await endToEnd('PostgreSQL', process.env.DATABASE_URL);
-else console.log('PostgreSQL: skipped (set DATABASE_URL)');
+if (process.env.DATABASE_URL) {
+  const scratch = await scratchSchema(process.env.DATABASE_URL);
+  try {
+    await endToEnd('PostgreSQL', scratch.url);
+  } finally {
+    await scratch.drop();
+  }
+} else console.log('PostgreSQL: skipped (set DATABASE_URL)');
