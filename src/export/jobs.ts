@@ -37,7 +37,7 @@ export interface JobAccess {
 
 export interface ExportFile {
   name: string;
-  kind: 'output' | 'error';
+  kind: 'output' | 'error' | 'deleted';
   resourceType: string;
   part: number;
   count: number;
@@ -216,7 +216,7 @@ export class JobStore {
   /** Files of types not finished yet (left by an earlier attempt): forgotten here, their blobs deleted by the caller. */
   async dropUnfinishedFiles(id: string, doneTypes: string[]): Promise<ExportFile[]> {
     const r = await this.db.query<FileRow>(
-      `DELETE FROM export_file WHERE job_id = $1 AND kind = 'output' AND NOT (resource_type = ANY($2::text[])) RETURNING *`,
+      `DELETE FROM export_file WHERE job_id = $1 AND kind IN ('output', 'deleted') AND NOT (resource_type = ANY($2::text[])) RETURNING *`,
       [id, doneTypes],
     );
     return r.rows.map(toFile);
@@ -329,7 +329,7 @@ export class JobStore {
 
 interface FileRow {
   name: string;
-  kind: 'output' | 'error';
+  kind: 'output' | 'error' | 'deleted';
   resource_type: string;
   part: number;
   count: number;

@@ -56,6 +56,22 @@ WHERE ${late.join(' AND ')}`;
   return { sql, params };
 }
 
+/**
+ * The resources of a type whose state at the cut is a deletion made after `since` (rows `id`, and `previous`:
+ * the version before the deletion, whose references say which Patient compartments it was in). Read from the
+ * history by (resource_type, last_updated), so its cost follows the changes since `since`, not the type's size.
+ */
+export function deletedQuery(o: { type: string; cutSeq: number; since: string }): TypeQuery {
+  return {
+    sql: `SELECT h.id, p.content AS previous FROM resource_history h
+LEFT JOIN resource_history p ON p.resource_type = h.resource_type AND p.id = h.id AND p.version_id = h.version_id - 1
+WHERE h.resource_type = $1 AND h.deleted AND h.seq <= $2 AND h.last_updated > $3::timestamptz
+  AND NOT EXISTS (SELECT 1 FROM resource_history n WHERE n.resource_type = h.resource_type AND n.id = h.id AND n.seq > h.seq AND n.seq <= $2)
+ORDER BY h.id`,
+    params: [o.type, o.cutSeq, o.since],
+  };
+}
+
 /** Resource types present in the store, by a loose index scan over the primary key (fast on millions of rows). */
 export const PRESENT_TYPES_SQL = `WITH RECURSIVE t AS (
   SELECT min(resource_type) AS rt FROM resource

@@ -134,7 +134,7 @@ export function exportHttpRoutes(deps: ExportDeps, authenticate: Authenticate): 
         request: job.requestUrl,
         requiresAccessToken: true,
         output: files.filter((f) => f.kind === 'output').map((f) => ({ type: f.resourceType, url: url(f.name), count: f.count })),
-        deleted: [],
+        deleted: files.filter((f) => f.kind === 'deleted').map((f) => ({ type: 'Bundle', url: url(f.name), count: f.count })),
         error: files.filter((f) => f.kind === 'error').map((f) => ({ type: 'OperationOutcome', url: url(f.name), count: f.count })),
       });
     }),

@@ -10,7 +10,7 @@ import { compartmentParamsOf } from '../fhir/search/compartments.js';
 import { elementsFor, subsetJson } from './elements.js';
 import { type ExportFile, type ExportJob, JobStore } from './jobs.js';
 import { writeNdjsonParts } from './ndjson-files.js';
-import { PRESENT_TYPES_SQL, type TypeQueryOptions, typeQuery } from './query.js';
+import { deletedQuery, PRESENT_TYPES_SQL, type TypeQueryOptions, typeQuery } from './query.js';
 import type { ExportSettings } from './settings.js';
 
 /** Why a running job stopped early. */
@@ -296,12 +296,62 @@ export class ExportWorker {
         }
       }
     }
-    return writeNdjsonParts(this.blobs, lines(), {
+    const written = await this.writeFiles(job, type, 'output', lines(), signal);
+    if (job.request.since) await this.exportDeleted(job, type, ids !== undefined, compartments, extraIds, signal, issues);
+    return written;
+  }
+
+  /**
+   * A `_since` export also lists what was deleted since then, so a client keeping a copy can delete it too: one
+   * transaction Bundle with a DELETE entry per line (Bulk Data 2.0 manifest `deleted`).
+   */
+  private async exportDeleted(
+    job: ExportJob,
+    type: string,
+    filtered: boolean,
+    compartments: TypeQueryOptions['compartments'],
+    extraIds: string[] | undefined,
+    signal: AbortSignal,
+    issues: OperationOutcomeIssue[],
+  ): Promise<void> {
+    const q = deletedQuery({ type, cutSeq: job.cutSeq, since: job.request.since! });
+    const rows = this.db.cursor<{ id: string; previous: string | null }>(q.sql, q.params, this.settings.batchSize);
+    const inScope = (r: { id: string; previous: string | null }): boolean => {
+      if (compartments === undefined || extraIds?.includes(r.id)) return true;
+      const c = r.previous ? patientCompartmentsOf(JSON.parse(r.previous) as Resource) : [];
+      return compartments === 'any' ? c.length > 0 : c.some((x) => compartments.includes(x));
+    };
+    let skipped = 0;
+    async function* lines(): AsyncGenerator<string[]> {
+      for await (const batch of rows) {
+        const kept = batch.filter(inScope);
+        // Search criteria cannot be evaluated on what no longer exists: a filtered type's deletions are not listed.
+        if (filtered) skipped += kept.length;
+        else if (kept.length) {
+          yield kept.map((r) => JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'DELETE', url: `${type}/${r.id}` } }] }));
+        }
+      }
+    }
+    await this.writeFiles(job, type, 'deleted', lines(), signal);
+    if (skipped) {
+      issues.push({
+        severity: 'warning',
+        code: 'incomplete',
+        diagnostics: `${skipped} ${type} resource(s) deleted since _since are not listed in "deleted": _typeFilter and granular scopes cannot be evaluated on deleted resources`,
+        expression: ['_since'],
+      });
+    }
+  }
+
+  /** Streams ndjson lines into the job's numbered files of one type and kind, recording each as it completes. */
+  private writeFiles(job: ExportJob, type: string, kind: 'output' | 'deleted', lines: AsyncIterable<string[]>, signal: AbortSignal): Promise<number> {
+    const stem = kind === 'output' ? type : `${type}-deleted`;
+    return writeNdjsonParts(this.blobs, lines, {
       maxPerFile: this.settings.maxResourcesPerFile,
       signal,
-      keyOf: (part) => `${blobPrefix(job.id)}${job.attempts}/${type}-${part}.ndjson`,
+      keyOf: (part) => `${blobPrefix(job.id)}${job.attempts}/${stem}-${part}.ndjson`,
       onFile: async (f) => {
-        const file: ExportFile = { name: `${type}-${f.part}.ndjson`, kind: 'output', resourceType: type, part: f.part, count: f.count, size: f.size, blobKey: f.key };
+        const file: ExportFile = { name: `${stem}-${f.part}.ndjson`, kind, resourceType: type, part: f.part, count: f.count, size: f.size, blobKey: f.key };
         if (!(await this.jobs.addFile(job.id, this.id, file))) throw new Stop('lost');
         if (this.settings.throttleMs) await sleep(this.settings.throttleMs, signal);
         signal.throwIfAborted();

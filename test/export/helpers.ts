@@ -46,6 +46,7 @@ export interface Manifest {
   requiresAccessToken: boolean;
   output: Array<{ type: string; url: string; count: number }>;
   error: Array<{ type: string; url: string; count?: number }>;
+  deleted?: Array<{ type: string; url: string; count: number }>;
 }
 
 /** Polls a status URL, honouring Retry-After (capped so tests stay quick), until it answers 200. */
@@ -82,6 +83,27 @@ export async function downloadAll(m: Manifest, headers: Record<string, string> =
     }
   }
   return byType;
+}
+
+/** Downloads the `deleted` files: the `Type/id` of every DELETE entry, checking each line is a transaction Bundle. */
+export async function downloadDeleted(m: Manifest, headers: Record<string, string> = {}): Promise<string[]> {
+  const out: string[] = [];
+  for (const d of m.deleted ?? []) {
+    expect(d.type).toBe('Bundle');
+    const res = await fetch(d.url, { headers });
+    expect(res.status).toBe(200);
+    const lines = (await res.text()).split('\n').filter(Boolean);
+    expect(lines.length).toBe(d.count);
+    for (const line of lines) {
+      const b = JSON.parse(line);
+      expect(b).toMatchObject({ resourceType: 'Bundle', type: 'transaction' });
+      for (const e of b.entry) {
+        expect(e.request.method).toBe('DELETE');
+        out.push(e.request.url);
+      }
+    }
+  }
+  return out.sort();
 }
 
 export async function downloadErrors(m: Manifest, headers: Record<string, string> = {}): Promise<Array<Record<string, any>>> {

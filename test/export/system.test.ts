@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/database.js';
 import { testDatabases } from '../helpers/db.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { downloadAll, downloadErrors, kickoff, KICKOFF_HEADERS, loadSynthea, waitForManifest } from './helpers.js';
+import { downloadAll, downloadDeleted, downloadErrors, kickoff, KICKOFF_HEADERS, loadSynthea, waitForManifest } from './helpers.js';
 
 describe.each(testDatabases())('system export on $name', (tdb) => {
   let db: Database;
@@ -123,6 +123,30 @@ describe.each(testDatabases())('system export on $name', (tdb) => {
     expect([...got.keys()]).toEqual(['Patient']);
     expect(got.get('Patient')!.map((r) => r.id)).toEqual([p.id]);
     expect(got.get('Patient')![0].meta.versionId).toBe('2');
+  });
+
+  it('_since lists what was deleted since then in "deleted", at system and Patient level, and not before it', async () => {
+    const obs = await db.query<{ id: string; content: string }>(`SELECT id, content FROM resource WHERE resource_type = 'Observation' AND NOT deleted ORDER BY id LIMIT 3`);
+    const [early, late] = obs.rows;
+    expect((await fetch(`${server.fhir}/Observation/${early!.id}`, { method: 'DELETE' })).status).toBe(200);
+    const before = await waitForManifest(await kickoff(`${server.fhir}/$export?_type=Patient`));
+    expect(before.deleted).toEqual([]);
+    const since = before.transactionTime;
+    expect((await fetch(`${server.fhir}/Observation/${late!.id}`, { method: 'DELETE' })).status).toBe(200);
+
+    const system = await waitForManifest(await kickoff(`${server.fhir}/$export?_type=Observation&_since=${encodeURIComponent(since)}`));
+    expect(await downloadDeleted(system)).toEqual([`Observation/${late!.id}`]);
+    expect((await downloadAll(system)).get('Observation') ?? []).toEqual([]);
+    const patientLevel = await waitForManifest(await kickoff(`${server.fhir}/Patient/$export?_type=Observation&_since=${encodeURIComponent(since)}`));
+    expect(await downloadDeleted(patientLevel)).toEqual([`Observation/${late!.id}`]);
+    // Without _since a client wants the current state only.
+    const full = await waitForManifest(await kickoff(`${server.fhir}/$export?_type=Observation`));
+    expect(full.deleted).toEqual([]);
+    // A filtered type cannot say whether a deleted resource matched: nothing listed, and the manifest says so.
+    const tf = encodeURIComponent('Observation?category=laboratory');
+    const filtered = await waitForManifest(await kickoff(`${server.fhir}/$export?_type=Observation&_typeFilter=${tf}&_since=${encodeURIComponent(since)}`));
+    expect(filtered.deleted).toEqual([]);
+    expect((await downloadErrors(filtered)).map((o) => o.issue[0].diagnostics).join('\n')).toMatch(/1 Observation resource\(s\) deleted since _since are not listed/);
   });
 
   it('_typeFilter keeps only the resources its search matches (alternatives OR-ed)', async () => {
