@@ -10,6 +10,7 @@ import { searchResources } from '../src/index.js';
 import { findClient, type Client } from './clients.js';
 import { fhirBase, type SmartCore } from './core.js';
 import { consentPage, errorPage, loginPage } from './pages.js';
+import { clearFailures, lockedFor, recordFailure } from './login-throttle.js';
 import { parseScopes, scopeList, ScopeError, uncoveredScopes } from './scopes.js';
 import { randomToken, safeEqual, sha256 } from './secrets.js';
 import { checkLogin, findUser } from './users.js';
@@ -196,12 +197,25 @@ export function authorizeRoutes(core: SmartCore): express.Router {
     }
     const pending = pendingOf(row);
     const username = p.get('username') ?? '';
+    const address = ip(req) ?? 'unknown';
+    const locked = await lockedFor(core.db, username, address);
+    if (locked > 0) {
+      await core.audit({ action: 'login-failed', success: false, clientId: pending.clientId, user: username || undefined, detail: 'refused: too many failed sign-ins (locked out)', ip: ip(req) });
+      const minutes = Math.ceil(locked / 60);
+      pageHeaders(res)
+        .status(429)
+        .setHeader('Retry-After', String(locked))
+        .send(loginPage({ requestId: row.id, clientName: pending.clientName, username, error: `Too many failed sign-ins. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}.` }));
+      return;
+    }
     const user = await checkLogin(core.db, username, p.get('password') ?? '');
     if (!user) {
+      await recordFailure(core.db, username, address, core.settings.login);
       await core.audit({ action: 'login-failed', success: false, clientId: pending.clientId, user: username || undefined, detail: 'wrong username or password', ip: ip(req) });
       pageHeaders(res).status(401).send(loginPage({ requestId: row.id, clientName: pending.clientName, username, error: 'Wrong username or password.' }));
       return;
     }
+    await clearFailures(core.db, username);
     const browser = randomToken();
     const upd = await core.db.query('UPDATE smart_auth_request SET user_id = $1, browser_hash = $2 WHERE id = $3 AND user_id IS NULL', [user.id, sha256(browser), row.id]);
     if (!upd.rowCount) {

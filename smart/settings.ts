@@ -15,6 +15,8 @@ export interface SmartSettings {
   /** Remote JWKS fetches. */
   jwksTimeoutMs: number;
   jwksCacheMs: number;
+  /** Sign-in throttling: failures before a username or a client address is locked out, and for how long. */
+  login: { maxFailuresPerUser: number; maxFailuresPerAddress: number; lockoutSeconds: number };
 }
 
 function num(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -39,5 +41,10 @@ export function smartSettings(env: NodeJS.ProcessEnv): SmartSettings {
     signingAlg: alg,
     jwksTimeoutMs: num(env, 'SMART_JWKS_TIMEOUT_MS', 5000),
     jwksCacheMs: num(env, 'SMART_JWKS_CACHE_MS', 10 * 60 * 1000),
+    login: {
+      maxFailuresPerUser: num(env, 'SMART_LOGIN_MAX_FAILURES', 5),
+      maxFailuresPerAddress: num(env, 'SMART_LOGIN_MAX_FAILURES_PER_ADDRESS', 20),
+      lockoutSeconds: num(env, 'SMART_LOGIN_LOCKOUT_SECONDS', 300),
+    },
   };
 }

@@ -4,6 +4,7 @@
  */
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Database } from '../../src/db/database.js';
 import { testDatabases } from '../helpers/db.js';
 import { authorizeUrl, Browser, codeRequest, signInAndConsent, startApp } from './flow.js';
 import { fhirGet, seedPatients, type SmartTestServer, startSmartServer, tokenRequest } from './helpers.js';
@@ -13,6 +14,7 @@ const USER = { username: 'dr.who', password: 'correct horse battery' };
 describe.each(testDatabases())('SMART App Launch on $name', (tdb) => {
   let s: SmartTestServer;
   let drop: () => Promise<void>;
+  let db: Database;
   let data: Awaited<ReturnType<typeof seedPatients>>;
   let practitionerId: string;
   const redirect = 'http://127.0.0.1:9/callback';
@@ -21,6 +23,7 @@ describe.each(testDatabases())('SMART App Launch on $name', (tdb) => {
   beforeAll(async () => {
     const opened = await tdb.open();
     drop = opened.drop;
+    db = opened.db;
     s = await startSmartServer(opened.db);
     data = await seedPatients(s);
     practitionerId = (await s.seed({ resourceType: 'Practitioner', name: [{ family: 'Who' }] })).id!;
@@ -234,6 +237,41 @@ describe.each(testDatabases())('SMART App Launch on $name', (tdb) => {
     const stolen = await other.request(`${s.base}/auth/consent`, { form: { request, decision: 'allow', scope: 'patient/*.rs', patient: data.alice.id } });
     expect(stolen.status).toBe(400);
     expect(stolen.location).toBeUndefined();
+  });
+
+  /** One sign-in attempt on a fresh authorization request, as a browser would make it. */
+  async function signIn(username: string, password: string) {
+    const req = codeRequest(s, publicId, redirect, 'launch/patient patient/*.rs');
+    const b = new Browser();
+    const login = await b.request(req.url);
+    const request = /name="request" value="([^"]*)"/.exec(login.html)![1];
+    return b.request(`${s.base}/auth/login`, { form: { request, username, password } });
+  }
+
+  it('sign-in throttling: five failures in a row lock the username, even against the right password, until the lockout ends', async () => {
+    const who = { username: 'locked.out', password: 'a long enough password' };
+    expect((await s.admin('POST', '/users', { ...who, fhir_user: `Practitioner/${practitionerId}` })).status).toBe(201);
+    // A success clears the count: four failures, a success, four more never lock.
+    for (let i = 0; i < 4; i++) expect((await signIn(who.username, 'wrong')).status).toBe(401);
+    expect((await signIn(who.username, who.password)).status).toBe(303);
+    for (let i = 0; i < 4; i++) expect((await signIn(who.username, 'wrong')).status).toBe(401);
+    expect((await signIn(who.username, 'wrong')).status).toBe(401);
+    const refused = await signIn(who.username, who.password);
+    expect(refused.status).toBe(429);
+    expect(refused.html).toContain('Too many failed sign-ins. Try again in 5 minutes.');
+    // The lock is the username's: another user signs in from the same address.
+    expect((await signIn(USER.username, USER.password)).status).toBe(303);
+    // Lockout over (its time moved into the past): the right password works again.
+    await db.query(`UPDATE smart_login_failure SET locked_until = now() - interval '1 second', last_at = now() - interval '1 hour' WHERE key = 'user:locked.out'`);
+    expect((await signIn(who.username, who.password)).status).toBe(303);
+  });
+
+  it('sign-in throttling: twenty failures from one address, across usernames, lock the address (password spraying)', async () => {
+    await db.query(`DELETE FROM smart_login_failure WHERE key LIKE 'ip:%'`);
+    for (let i = 0; i < 20; i++) expect((await signIn(`spray.${i}`, 'Winter2026!')).status).toBe(401);
+    expect((await signIn(USER.username, USER.password)).status).toBe(429);
+    await db.query(`DELETE FROM smart_login_failure WHERE key LIKE 'ip:%'`);
+    expect((await signIn(USER.username, USER.password)).status).toBe(303);
   });
 
   it('refresh tokens rotate; reusing a rotated one revokes the whole grant; scope cannot grow', async () => {
