@@ -27,7 +27,7 @@ export const facade: Facade = {
   async start(ctx) {
     const rt = ctx.runtime;
     const settings = smartSettings(rt.config.env);
-    const keys = new KeyStore(rt.db, settings.signingAlg, Math.max(settings.accessTokenTtl, settings.backendTokenTtl));
+    const keys = new KeyStore(rt.db, settings.signingAlg, Math.max(settings.accessTokenTtl, settings.backendTokenTtl), settings.keyEncryptionKey);
     await keys.init();
     const core: SmartCore = { db: rt.db, repo: rt.repo, keys, settings, audit: makeAuditor(rt.repo, ctx.log), config: rt.config };
     rt.publicRoutes.use(discoveryRoutes(core), authorizeRoutes(core), tokenRoutes(core));

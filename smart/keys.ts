@@ -5,13 +5,14 @@
  */
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, type JWSHeaderParameters } from 'jose';
 import type { Database } from '../src/index.js';
+import { isSealed, seal, type StoredPrivateKey, unseal } from './key-sealing.js';
 
 type Key = CryptoKey | Uint8Array;
 
 interface KeyRow {
   kid: string;
   alg: string;
-  private_jwk: JWK | string;
+  private_jwk: StoredPrivateKey | string;
   public_jwk: JWK | string;
   created_at: Date;
   retired_at: Date | null;
@@ -29,7 +30,7 @@ interface LoadedKey {
   publicKey?: Key;
 }
 
-const asJwk = (v: JWK | string): JWK => (typeof v === 'string' ? (JSON.parse(v) as JWK) : v);
+const asJson = <T,>(v: T | string): T => (typeof v === 'string' ? (JSON.parse(v) as T) : v);
 /** Another process may rotate: reload at least this often, and when an unknown kid shows up (rate limited). */
 const RELOAD_MS = 60_000;
 const UNKNOWN_KID_RELOAD_MS = 5_000;
@@ -44,10 +45,13 @@ export class KeyStore {
     private readonly alg: 'RS384' | 'ES384',
     /** Longest lifetime of anything signed (seconds): how long a retired key stays published. */
     private readonly maxTokenTtl: number,
+    /** SMART_KEY_ENCRYPTION_KEY: private keys are stored sealed with it (and plain ones sealed at start). */
+    private readonly encryptionKey?: Uint8Array,
   ) {}
 
   /** Loads the keys, generating the first one when the database has none. */
   async init(): Promise<void> {
+    if (this.encryptionKey) await this.sealPlainKeys(this.encryptionKey);
     await this.load();
     if (!this.keys.some((k) => !k.retired)) {
       await this.generate();
@@ -61,19 +65,19 @@ export class KeyStore {
         WHERE publish_until IS NULL OR publish_until > now() ORDER BY created_at DESC, kid`,
     );
     const previous = new Map(this.keys.map((k) => [k.kid, k]));
-    this.keys = r.rows.map((row) => {
+    this.keys = await Promise.all(r.rows.map(async (row) => {
       const prev = previous.get(row.kid);
       return {
         kid: row.kid,
         alg: row.alg,
-        publicJwk: asJwk(row.public_jwk),
-        privateJwk: asJwk(row.private_jwk),
+        publicJwk: asJson(row.public_jwk),
+        privateJwk: prev?.privateJwk ?? (await unseal(asJson(row.private_jwk), row.kid, this.encryptionKey)),
         retired: row.retired_at !== null,
         publishUntil: row.publish_until ?? undefined,
         privateKey: prev?.privateKey,
         publicKey: prev?.publicKey,
       };
-    });
+    }));
     this.loadedAt = Date.now();
   }
 
@@ -83,11 +87,22 @@ export class KeyStore {
     const kid = await calculateJwkThumbprint(publicJwk);
     const pub = { ...publicJwk, kid, alg: this.alg, use: 'sig' };
     const priv = { ...(await exportJWK(privateKey)), kid, alg: this.alg };
+    const stored = this.encryptionKey ? await seal(priv, this.encryptionKey) : priv;
     await this.db.query(
       'INSERT INTO smart_signing_key (kid, alg, private_jwk, public_jwk) VALUES ($1, $2, $3, $4) ON CONFLICT (kid) DO NOTHING',
-      [kid, this.alg, JSON.stringify(priv), JSON.stringify(pub)],
+      [kid, this.alg, JSON.stringify(stored), JSON.stringify(pub)],
     );
     return kid;
+  }
+
+  /** Keys stored before SMART_KEY_ENCRYPTION_KEY was set are sealed in place, so none stays readable at rest. */
+  private async sealPlainKeys(key: Uint8Array): Promise<void> {
+    const r = await this.db.query<{ kid: string; private_jwk: StoredPrivateKey | string }>('SELECT kid, private_jwk FROM smart_signing_key');
+    for (const row of r.rows) {
+      const stored = asJson(row.private_jwk);
+      if (isSealed(stored)) continue;
+      await this.db.query('UPDATE smart_signing_key SET private_jwk = $2 WHERE kid = $1', [row.kid, JSON.stringify(await seal(stored, key))]);
+    }
   }
 
   private async fresh(): Promise<void> {

@@ -1,4 +1,6 @@
 /** SMART settings from the environment, with the defaults documented in docs/smart.md. */
+import { parseEncryptionKey } from './key-sealing.js';
+
 export interface SmartSettings {
   /** Access tokens from the App Launch flows, seconds. */
   accessTokenTtl: number;
@@ -17,6 +19,8 @@ export interface SmartSettings {
   jwksCacheMs: number;
   /** Sign-in throttling: failures before a username or a client address is locked out, and for how long. */
   login: { maxFailuresPerUser: number; maxFailuresPerAddress: number; lockoutSeconds: number };
+  /** SMART_KEY_ENCRYPTION_KEY (32 bytes): seals the private signing keys in the database. */
+  keyEncryptionKey?: Uint8Array;
 }
 
 function num(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -46,5 +50,6 @@ export function smartSettings(env: NodeJS.ProcessEnv): SmartSettings {
       maxFailuresPerAddress: num(env, 'SMART_LOGIN_MAX_FAILURES_PER_ADDRESS', 20),
       lockoutSeconds: num(env, 'SMART_LOGIN_LOCKOUT_SECONDS', 300),
     },
+    keyEncryptionKey: parseEncryptionKey(env.SMART_KEY_ENCRYPTION_KEY),
   };
 }
