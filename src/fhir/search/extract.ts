@@ -222,6 +222,16 @@ export function referencesOf(values: TypedValue[]): Array<[string | null, string
   return out;
 }
 
+/** The logical identifiers of references (`Reference.identifier`), for `subject:identifier=system|value`. */
+function referenceIdentifiers(values: TypedValue[]): Array<[string | null, string]> {
+  const out: Array<[string | null, string]> = [];
+  for (const v of values) {
+    const id = v.type === 'Reference' ? v.value?.identifier : undefined;
+    if (id?.value) out.push([id.system ? clip(String(id.system)) : null, clip(String(id.value))]);
+  }
+  return out;
+}
+
 export function urisOf(values: TypedValue[]): string[] {
   return convertToSearchableUris(values)
     .filter((u) => typeof u === 'string' && u !== '')
@@ -322,6 +332,7 @@ function addParam(rows: IndexRows, def: ParamDef, values: TypedValue[], root: Ty
     case 'reference': {
       const refs = referencesOf(values);
       for (const [t, id] of refs) rows.reference.push([code, t, id]);
+      for (const [s, v] of referenceIdentifiers(values)) rows.token.push([`${code}:identifier`, s, v]);
       sortKeys = refs.map(([t, id]) => (t ? `${t}/${id}` : id)).map((k) => [k, k]);
       break;
     }

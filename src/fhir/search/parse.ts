@@ -55,7 +55,7 @@ const MODIFIERS: Record<string, Set<string>> = {
   date: new Set(['missing']),
   number: new Set(['missing']),
   quantity: new Set(['missing']),
-  reference: new Set(['missing']),
+  reference: new Set(['missing', 'identifier']),
   uri: new Set(['below', 'above', 'missing']),
   composite: new Set([]),
 };

@@ -66,7 +66,7 @@ function idIn(alias: string, types: string[], table: string, where: string, sql:
 /**
  * The rows of a parameter in its index table: `code = …` for a stored parameter; for an alias the codes that
  * hold its values (and, for `patient` = `subject.where(resolve() is Patient)`, the target type). `suffix`
- * selects the companion rows (`:text`, `:of-type`). `col` prefixes column names with a table alias.
+ * selects the companion rows (`:text`, `:of-type`, `:identifier`). `col` prefixes column names with a table alias.
  */
 export function storageCond(def: ParamDef, sql: Sql, suffix = '', col = ''): string {
   const s = storage(def);
@@ -190,6 +190,11 @@ function valueCondition(f: Extract<Filter, { kind: 'value' }>, alias: string, ty
       return idIn(alias, types, 'search_quantity', `${codeCond()} AND ${or(conds)}`, sql);
     }
     case 'reference': {
+      if (f.modifier === 'identifier') {
+        // Reference.identifier values live in search_token under `<code>:identifier`.
+        const conds = f.values.map((v) => tokenMatch(v, 'system', 'value', sql));
+        return idIn(alias, types, 'search_token', `${codeCond(':identifier')} AND ${or(conds)}`, sql);
+      }
       const conds = f.values.map((v) => referenceMatch(f, unescapeValue(v), 'target_type', 'target_id', sql));
       return idIn(alias, types, 'search_reference', `${codeCond()} AND ${or(conds)}`, sql);
     }
