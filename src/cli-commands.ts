@@ -40,6 +40,7 @@ const camelFlags = (a: CliArgs, omit: string[] = []) => {
 
 export const CLI_COMMANDS: CliCommand[] = [
   { words: 'status', summary: 'server status', method: 'GET', path: () => '/admin/status' },
+  { words: 'reindex', summary: 'rewrite the search index of every stored resource (--type T for one type), e.g. after an upgrade that indexes more', method: 'POST', path: () => '/admin/reindex', body: (a) => ({ type: a.flags.type }) },
   { words: 'messages list', summary: 'message log (--status, --type, --control-id, --sender, --patient, --channel, --since, --until, --limit)', method: 'GET', path: () => '/admin/messages' },
   { words: 'messages show', summary: 'one logged message with its raw bytes and ACK', method: 'GET', path: (a) => `/admin/messages/${need(a, 'message id')}` },
   { words: 'messages replay', summary: 're-run a logged inbound message (<id>) after a mapping or config fix', method: 'POST', path: (a) => `/admin/messages/${need(a, 'message id')}/replay` },

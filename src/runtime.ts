@@ -13,6 +13,7 @@ import { buildCapabilityStatement } from './fhir/capability.js';
 import { FhirError } from './fhir/outcome.js';
 import { Repository } from './fhir/repository.js';
 import { FhirRouter } from './fhir/router.js';
+import { reindex } from './fhir/search/reindex.js';
 import { loadFhirDefinitions } from './fhir/definitions.js';
 import { fhirErrorHandler, fhirExpressRouter } from './http/fhir-express.js';
 import { buildOpenApi, docsPage } from './http/openapi.js';
@@ -111,6 +112,14 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
   const startedAt = new Date();
   admin.get('/status', (_req, res) => {
     res.json({ version: VERSION, database: db.kind, startedAt: startedAt.toISOString(), pid: process.pid, auth: config.authEnabled ? 'smart' : 'off' });
+  });
+  admin.post('/reindex', async (req, res, next) => {
+    try {
+      const type = typeof req.body?.type === 'string' && req.body.type ? req.body.type : undefined;
+      res.json(await reindex(db, { type }));
+    } catch (err) {
+      next(err);
+    }
   });
   app.get('/healthz', async (_req, res) => {
     try {

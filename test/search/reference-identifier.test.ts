@@ -59,6 +59,26 @@ describe.each(testDatabases())('reference :identifier search on $name', (backend
     expect(await found(`patient:identifier=${MRN}|B2`)).toEqual([ids.other]);
   });
 
+  it('reindex gives resources stored before :identifier was indexed their rows (admin API)', async () => {
+    // What a database written by an earlier version holds: the resource without its `:identifier` rows.
+    await db.query(`DELETE FROM search_token WHERE resource_type = 'Observation' AND id = $1 AND code = 'subject:identifier'`, [ids.onlyIdentifier]);
+    expect(await found(`subject:identifier=${MRN}|A1`)).toEqual([ids.both]);
+    const admin = (body: unknown) =>
+      fetch(`${server.runtime.config.baseUrl}/admin/reindex`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${server.runtime.adminToken}` },
+        body: JSON.stringify(body),
+      });
+    const res = await admin({ type: 'Observation' });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ resources: 5, byType: { Observation: 5 } });
+    expect(await found(`subject:identifier=${MRN}|A1`)).toEqual([ids.onlyIdentifier, ids.both].sort());
+    expect(await found('code=8867-4')).toHaveLength(5); // every other index row is still there
+    const bad = await admin({ type: 'Nonsense' });
+    expect(bad.status).toBe(400);
+    expect(JSON.stringify(await bad.json())).toMatch(/Unknown resource type ..?Nonsense/);
+  });
+
   it('follows updates: an identifier removed no longer matches', async () => {
     const current = (await send('GET', `Observation/${ids.other}`)).body as Observation;
     expect((await send('PUT', `Observation/${ids.other}`, { ...current, subject: { display: 'unknown' } })).status).toBe(200);
