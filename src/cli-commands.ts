@@ -43,6 +43,7 @@ export const CLI_COMMANDS: CliCommand[] = [
   { words: 'reindex', summary: 'rewrite the search index of every stored resource (--type T for one type), e.g. after an upgrade that indexes more', method: 'POST', path: () => '/admin/reindex', body: (a) => ({ type: a.flags.type }) },
   { words: 'messages list', summary: 'message log (--status, --type, --control-id, --sender, --patient, --channel, --since, --until, --limit)', method: 'GET', path: () => '/admin/messages' },
   { words: 'messages show', summary: 'one logged message with its raw bytes and ACK', method: 'GET', path: (a) => `/admin/messages/${need(a, 'message id')}` },
+  { words: 'messages prune', summary: 'delete finished (processed or error) messages received before --before ISO; held ones stay', method: 'POST', path: () => '/admin/messages/prune', body: (a) => ({ before: a.flags.before }) },
   { words: 'messages replay', summary: 're-run a logged inbound message (<id>) after a mapping or config fix', method: 'POST', path: (a) => `/admin/messages/${need(a, 'message id')}/replay` },
   // SMART (smart/admin.ts). --jwks-file is read here, on the operator's side: the server never opens paths it is given.
   { words: 'client add', summary: 'register a SMART client (--name, --redirect-uri (repeatable), --launch-uri, --confidential, --jwks-url or --jwks-file, --scope); prints client_id (and secret)', method: 'POST', path: () => '/admin/clients', body: smartClientBody },

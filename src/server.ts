@@ -7,6 +7,7 @@ import { makeLogger } from './facade.js';
 import { startPlugins } from './plugins.js';
 import { createRuntime, type Runtime } from './runtime.js';
 import { startExportWorker } from './export/index.js';
+import { startMessagePruner } from './messages/pruner.js';
 
 const log = makeLogger('server');
 
@@ -37,6 +38,7 @@ export async function startServer(config: Config, opts: { db?: Runtime['db'] } =
   const runtime = await createRuntime(config, { db: opts.db });
   const facades = await startPlugins(runtime, true);
   startExportWorker(runtime);
+  startMessagePruner(runtime, log);
   if (!config.authEnabled) {
     const bar = '!'.repeat(78);
     log.warn(`\n${bar}\n!! AUTH=off: every FHIR, DICOMweb and admin request is served WITHOUT authorization.\n!! For local exploration only. Never expose this server to a network or real patient data.\n${bar}`);

@@ -266,3 +266,27 @@ function toSummary(r: Row): MessageSummary {
     updatedAt: iso(r.updated_at),
   };
 }
+
+/** Statuses that are final: an error or a processed message is history; held and received ones are still work. */
+const PRUNABLE: MessageStatus[] = ['processed', 'error'];
+
+/**
+ * Deletes logged messages received before `before` whose handling is finished (processed or error), in batches
+ * so no statement holds many rows at once. A message a younger, kept replay points at stays with it.
+ * Returns how many were deleted.
+ */
+export async function pruneMessages(q: Queryable, before: Date, batch = 5000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const r = await q.query(
+      `DELETE FROM message_log WHERE seq IN (
+         SELECT m.seq FROM message_log m
+          WHERE m.received_at < $1 AND m.status = ANY($2::text[])
+            AND NOT EXISTS (SELECT 1 FROM message_log k WHERE k.replay_of = m.id AND NOT (k.received_at < $1 AND k.status = ANY($2::text[])))
+          ORDER BY m.seq LIMIT $3)`,
+      [before, PRUNABLE, batch],
+    );
+    total += r.rowCount;
+    if (r.rowCount < batch) return total;
+  }
+}

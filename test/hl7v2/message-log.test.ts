@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findDuplicate, getMessage, listMessages, recordMessage, updateMessage } from '../../src/messages/message-log.js';
+import { findDuplicate, getMessage, listMessages, pruneMessages, recordMessage, updateMessage } from '../../src/messages/message-log.js';
+import { retentionDays } from '../../src/messages/pruner.js';
 import { DB_KINDS, openTestDb, type TestDb } from './test-db.js';
 
 describe.each(DB_KINDS)('message log (%s)', (kind) => {
@@ -87,6 +88,31 @@ describe.each(DB_KINDS)('message log (%s)', (kind) => {
     const cond = /Index Cond: \((.*)\)/.exec(plans[0]!)?.[1] ?? '';
     expect(cond, plans[0]).toMatch(sender === null ? /sender IS NULL/ : /sender = /);
     expect(cond, plans[0]).toMatch(/control_id = /);
+  });
+
+  it('prunes finished messages older than the cut; held, in-flight and young ones, and originals of kept replays, stay', async () => {
+    const aged = async (status: 'processed' | 'error' | 'held' | 'received', days: number, replayOf?: string) => {
+      const id = await recordMessage(t.db, { channel: 'mllp', direction: 'in', raw: 'x', status, controlId: `PR-${status}-${days}`, replayOf });
+      await t.db.query('UPDATE message_log SET received_at = now() - make_interval(days => $2::int) WHERE id = $1', [id, days]);
+      return id;
+    };
+    const gone = [await aged('processed', 40), await aged('error', 40)];
+    const kept = [await aged('held', 40), await aged('received', 40), await aged('processed', 1)];
+    const original = await aged('error', 40);
+    kept.push(original, await aged('processed', 2, original)); // its replay is young: both stay
+    const oldOriginal = await aged('error', 45);
+    gone.push(oldOriginal, await aged('processed', 35, oldOriginal)); // both old: both go
+    // A batch of 2 makes the pruner go round its loop.
+    expect(await pruneMessages(t.db, new Date(Date.now() - 30 * 86_400_000), 2)).toBe(4);
+    for (const id of gone) expect(await getMessage(t.db, id), id).toBeNull();
+    for (const id of kept) expect(await getMessage(t.db, id), id).not.toBeNull();
+    expect(await pruneMessages(t.db, new Date(Date.now() - 30 * 86_400_000))).toBe(0);
+  });
+
+  it('reads MESSAGE_LOG_RETENTION_DAYS, naming it when it is wrong', () => {
+    expect(retentionDays({})).toBeUndefined();
+    expect(retentionDays({ MESSAGE_LOG_RETENTION_DAYS: '90' })).toBe(90);
+    expect(() => retentionDays({ MESSAGE_LOG_RETENTION_DAYS: 'forever' })).toThrow(/MESSAGE_LOG_RETENTION_DAYS must be a positive number of days/);
   });
 
   it('says which message is missing when updating an unknown id', async () => {

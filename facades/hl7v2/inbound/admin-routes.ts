@@ -1,6 +1,9 @@
-/** Admin API for the message log: GET /admin/messages, GET /admin/messages/:id, POST /admin/messages/:id/replay. */
+/**
+ * Admin API for the message log: GET /admin/messages, GET /admin/messages/:id, POST /admin/messages/:id/replay,
+ * POST /admin/messages/prune.
+ */
 import express from 'express';
-import { getMessage, listMessages, MESSAGE_STATUSES, type MessageFilter, type MessageStatus } from '../../../src/index.js';
+import { getMessage, listMessages, MESSAGE_STATUSES, pruneMessages, type MessageFilter, type MessageStatus } from '../../../src/index.js';
 import { replayMessage, type ProcessorDeps } from './processor.js';
 
 export function messageAdminRoutes(deps: ProcessorDeps): express.Router {
@@ -35,6 +38,14 @@ export function messageAdminRoutes(deps: ProcessorDeps): express.Router {
     }
     const messages = await listMessages(deps.db, filter);
     res.json({ messages, next: messages.length === (filter.limit ?? 100) ? messages.at(-1)!.seq : null });
+  });
+  r.post('/messages/prune', async (req, res) => {
+    const before = new Date(String(req.body?.before ?? ''));
+    if (Number.isNaN(before.getTime())) {
+      res.status(400).json({ error: `before must be an ISO date-time; got ${JSON.stringify(req.body?.before ?? null)}` });
+      return;
+    }
+    res.json({ deleted: await pruneMessages(deps.db, before), before: before.toISOString() });
   });
   r.get('/messages/:id', async (req, res) => {
     const m = await getMessage(deps.db, req.params.id);
