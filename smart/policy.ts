@@ -38,20 +38,37 @@ const WORD: Record<Permission, string> = { c: 'create', r: 'read', u: 'update', 
 export class ScopePolicy implements AccessPolicy {
   readonly actor: string;
   private readonly scopes: ClinicalScope[];
-  /** 'Patient/<id>' when patient/ scopes are in play (the whole token is then confined to it; see docs/smart.md). */
+  /** 'Patient/<id>' that patient/ scopes (or, for a signed-in Patient, every scope) are confined to. */
   private readonly compartment?: string;
+  /** A signed-in Patient: user/ scopes are confined to their compartment too. */
+  private readonly allConfined: boolean;
   private access?: SearchAccess;
 
   constructor(grant: Grant) {
     this.actor = grant.actor;
     // patient/ scopes without a patient in context grant nothing (the token endpoint already drops them).
     this.scopes = grant.scopes.filter((s) => s.context !== 'patient' || grant.patient);
+    this.allConfined = grant.userPatient !== undefined;
     if (grant.userPatient) this.compartment = `Patient/${grant.userPatient}`;
     else if (grant.patient && this.scopes.some((s) => s.context === 'patient')) this.compartment = `Patient/${grant.patient}`;
   }
 
+  private confined(s: ClinicalScope): boolean {
+    return this.compartment !== undefined && (this.allConfined || s.context === 'patient');
+  }
+
   private granting(type: string, letter: Permission): ClinicalScope[] {
     return this.scopes.filter((s) => (s.type === '*' || s.type === type) && s.perms.has(letter));
+  }
+
+  /**
+   * The scopes that decide access to one type. When a user/ or system/ scope grants the type, the type is not
+   * confined to the patient and only those scopes count (the patient/ ones add nothing that could widen it
+   * safely); otherwise the patient/ scopes do, inside the compartment.
+   */
+  private deciding(scopes: ClinicalScope[]): { scopes: ClinicalScope[]; confined: boolean } {
+    const free = scopes.filter((s) => !this.confined(s));
+    return free.length ? { scopes: free, confined: false } : { scopes, confined: scopes.length > 0 && this.compartment !== undefined };
   }
 
   private refuse(type: string, letter: Permission): never {
@@ -64,7 +81,7 @@ export class ScopePolicy implements AccessPolicy {
     const scopes = this.granting(resourceType, letter);
     if (!scopes.length) this.refuse(resourceType, letter);
     // History is not filtered by granular criteria, so it needs an unrestricted grant.
-    if (interaction === 'history' && scopes.every((s) => s.criteria.length > 0)) {
+    if (interaction === 'history' && this.deciding(scopes).scopes.every((s) => s.criteria.length > 0)) {
       throw forbidden(`History of ${resourceType} needs a scope without query restrictions (granted: ${scopes.map((s) => s.raw).join(' ')})`);
     }
   }
@@ -72,11 +89,12 @@ export class ScopePolicy implements AccessPolicy {
   assertResource(resource: Resource, interaction: Interaction): void {
     const letter = LETTER[interaction];
     const type = resource.resourceType;
-    const scopes = this.granting(type, letter);
-    if (!scopes.length) this.refuse(type, letter);
-    if (this.compartment && !patientCompartmentsOf(resource).includes(this.compartment)) {
+    const granting = this.granting(type, letter);
+    if (!granting.length) this.refuse(type, letter);
+    const { scopes, confined } = this.deciding(granting);
+    if (confined && !patientCompartmentsOf(resource).includes(this.compartment!)) {
       const what = resource.id ? `${type}/${resource.id}` : `this ${type}`;
-      throw forbidden(`${what} is outside the patient compartment of ${this.compartment} that the token is limited to`);
+      throw forbidden(`${what} is outside the patient compartment of ${this.compartment} that the token's ${type} scopes are limited to`);
     }
     if (scopes.every((s) => s.criteria.length > 0) && !scopes.some((s) => matchesCriteria(resource, s))) {
       throw forbidden(`${type}${resource.id ? '/' + resource.id : ''} does not match the query restriction of any granted scope (${scopes.map((s) => s.raw).join(' ')})`);
@@ -89,13 +107,18 @@ export class ScopePolicy implements AccessPolicy {
     const wildcard = visible.some((s) => s.type === '*');
     const types = new Set(visible.map((s) => s.type).filter((t) => t !== '*'));
     const typeCriteria: Record<string, Array<[string, string]>[]> = {};
+    const exempt = new Set<string>();
     for (const type of types) {
-      const forType = visible.filter((s) => s.type === type || s.type === '*');
-      if (forType.every((s) => s.criteria.length > 0)) typeCriteria[type] = forType.map((s) => s.criteria);
+      const { scopes, confined } = this.deciding(visible.filter((s) => s.type === type || s.type === '*'));
+      if (!confined && this.compartment) exempt.add(type);
+      if (scopes.every((s) => s.criteria.length > 0)) typeCriteria[type] = scopes.map((s) => s.criteria);
     }
+    // Types reached only through a `*` scope: exempt when an unconfined `*` scope grants them.
+    const wildcardFree = this.compartment !== undefined && visible.some((s) => s.type === '*' && !this.confined(s));
     this.access = {
       allowedTypes: wildcard ? '*' : types,
       ...(this.compartment ? { patientCompartments: [this.compartment] } : {}),
+      ...(wildcardFree ? { compartmentExempt: '*' as const } : exempt.size ? { compartmentExempt: exempt } : {}),
       ...(Object.keys(typeCriteria).length ? { typeCriteria } : {}),
     };
     return this.access;

@@ -13,8 +13,10 @@ export interface HistoryRequest {
   path: string;
   defaultCount: number;
   maxCount: number;
-  /** Patient compartments the caller is confined to, if any. */
+  /** Patient compartments the caller is confined to, if any… */
   patientCompartments?: string[];
+  /** …except for these types (granted by user/ or system/ scopes beside patient/ ones). */
+  compartmentExempt?: Set<string> | '*';
   /** Types the caller may see (system/type level), if restricted. */
   allowedTypes?: Set<string>;
 }
@@ -62,10 +64,11 @@ export async function readHistory(q: Queryable, req: HistoryRequest): Promise<Bu
   if (req.resourceType) where.push(`h.resource_type = ${arg(req.resourceType)}`);
   if (req.id) where.push(`h.id = ${arg(req.id)}`);
   if (req.allowedTypes) where.push(`h.resource_type = ANY(${arg([...req.allowedTypes])})`);
-  if (req.patientCompartments) {
+  if (req.patientCompartments && req.compartmentExempt !== '*') {
     // A version is visible when the resource is (currently) in one of the caller's compartments.
-    where.push(`EXISTS (SELECT 1 FROM resource r WHERE r.resource_type = h.resource_type AND r.id = h.id
-                AND (r.compartments && ${arg(req.patientCompartments)}::text[]))`);
+    const inCompartment = `EXISTS (SELECT 1 FROM resource r WHERE r.resource_type = h.resource_type AND r.id = h.id
+                AND (r.compartments && ${arg(req.patientCompartments)}::text[]))`;
+    where.push(req.compartmentExempt?.size ? `(h.resource_type = ANY(${arg([...req.compartmentExempt])}::text[]) OR ${inCompartment})` : inCompartment);
   }
   let count = req.defaultCount;
   const links: Array<[string, string]> = [];

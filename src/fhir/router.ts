@@ -4,7 +4,7 @@ import type { AccessPolicy, Interaction } from './access.js';
 import { readHistory } from './history.js';
 import { allOk, badRequest, FhirError, forbidden, notFound } from './outcome.js';
 import { type Repository, type SearchParams, type StoredVersion, versionHeaders } from './repository.js';
-import { searchResources } from './search/index.js';
+import { compartmentApplies, searchResources } from './search/index.js';
 import { assertResourceType } from './validation.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -278,7 +278,8 @@ const historyHandler: Handler = async (req, { type, id }, ctx) => {
     path: req.path,
     defaultCount: ctx.defaultPageSize,
     maxCount: ctx.maxPageSize,
-    patientCompartments: access?.patientCompartments,
+    patientCompartments: type && !compartmentApplies(access, type) ? undefined : access?.patientCompartments,
+    compartmentExempt: type ? undefined : access?.compartmentExempt,
     allowedTypes: allowed && allowed !== '*' ? allowed : undefined,
   });
   return { status: 200, resource: bundle };

@@ -140,6 +140,32 @@ describe.each(testDatabases())('scope enforcement on $name', (tdb) => {
     expect((await fhirGet(s, `Encounter/${d.encounter.id}`, t)).status).toBe(403);
   });
 
+  it('patient/ and user/ scopes together (an EHR launch): each type follows its own scopes', async () => {
+    // What apps launched from an Epic chart ask for: the patient's record, plus practitioners for display.
+    const doc = await s.seed({ resourceType: 'Practitioner', name: [{ family: 'Who' }] });
+    const byDoc = await s.seed({ resourceType: 'Observation', status: 'final', code: { text: 'seen' }, subject: { reference: `Patient/${d.alice.id}` }, performer: [{ reference: `Practitioner/${doc.id}` }] });
+    const t = (await appToken(s, { ...DOC, scope: 'launch/patient patient/*.rs user/Practitioner.rs', patient: d.alice.id })).access_token;
+    expect((await fhirGet(s, `Practitioner/${doc.id}`, t)).status).toBe(200);
+    const practitioners = await fhirGet(s, `Practitioner?_id=${doc.id}`, t);
+    expect(ids(practitioners.body), JSON.stringify(practitioners.body)).toEqual([`Practitioner/${doc.id}`]);
+    const inc = await fhirGet(s, `Observation?_id=${byDoc.id}&_include=Observation:performer`, t);
+    expect(ids(inc.body)).toEqual([`Observation/${byDoc.id}`, `Practitioner/${doc.id}`].sort());
+    expect((await fhirGet(s, `Practitioner/${doc.id}/_history`, t)).status).toBe(200);
+    // Everything else stays inside Alice's compartment.
+    expect((await fhirGet(s, `Observation/${d.bobLab.id}`, t)).status).toBe(403);
+    expect((await fhirGet(s, `Patient/${d.bob.id}`, t)).status).toBe(403);
+    const mixed = ids((await fhirGet(s, `?_type=Patient,Practitioner&_count=100`, t)).body);
+    expect(mixed).toContain(`Practitioner/${doc.id}`);
+    expect(mixed).toContain(`Patient/${d.alice.id}`);
+    expect(mixed).not.toContain(`Patient/${d.bob.id}`);
+    const history = JSON.stringify((await fhirGet(s, '_history?_count=1000', t)).body);
+    expect(history).toContain(doc.id!);
+    expect(history).not.toContain(d.bobLab.id!);
+    // Without the user/ scope a Practitioner is out of reach, as before.
+    const patientOnly = (await appToken(s, { ...DOC, scope: 'launch/patient patient/*.rs', patient: d.alice.id })).access_token;
+    expect((await fhirGet(s, `Practitioner/${doc.id}`, patientOnly)).status).toBe(403);
+  });
+
   it('a patient signing in is confined to their own record even with user/ scopes', async () => {
     await s.admin('POST', '/users', { username: 'alice', password: 'alice-password', fhir_user: `Patient/${d.alice.id}` });
     const t = await appToken(s, { username: 'alice', password: 'alice-password', scope: 'user/*.rs' });

@@ -28,8 +28,13 @@ interface Row {
 function accessConditions(access: SearchAccess | undefined, types: string[], sql: Sql, alias = 'r'): string[] {
   const conds: string[] = [];
   if (!access) return conds;
-  if (access.patientCompartments) {
-    conds.push(`${alias}.compartments && ${sql.p(access.patientCompartments)}::text[]`);
+  const exemptTypes = access.compartmentExempt;
+  if (access.patientCompartments && exemptTypes !== '*') {
+    // Built only when used: a parameter the statement does not reference has no type PostgreSQL can infer.
+    const inCompartment = () => `${alias}.compartments && ${sql.p(access.patientCompartments)}::text[]`;
+    const exempt = types.filter((t) => exemptTypes?.has(t));
+    if (exempt.length === 0) conds.push(inCompartment());
+    else if (exempt.length < types.length) conds.push(`(${alias}.resource_type = ANY(${sql.p(exempt)}::text[]) OR ${inCompartment()})`);
   }
   if (access.typeCriteria) {
     for (const type of types) {

@@ -15,8 +15,10 @@ import { buildIndexCtes, deleteIndex, writeIndex } from './writer.js';
 import { extractIndexRows } from './extract.js';
 
 export interface SearchAccess {
-  /** When set, only resources in one of these patient compartments ('Patient/<id>') are visible. */
+  /** When set, only resources in one of these patient compartments ('Patient/<id>') are visible… */
   patientCompartments?: string[];
+  /** …except resources of these types ('*': all), which a user/ or system/ scope grants beside patient/ ones. */
+  compartmentExempt?: Set<string> | '*';
   /** When set, only these resource types are visible (others are silently excluded, also from _include). */
   allowedTypes?: Set<string> | '*';
   /** Extra AND criteria per type from granular SMART v2 scopes, e.g. {Observation: [['category','...|vital-signs']]}. */
@@ -116,3 +118,10 @@ export function supportedSearchParams(resourceType: string): SupportedSearchPara
 }
 
 export { initSearchDefinitions, allResourceTypes };
+
+/** Whether `patientCompartments` confines resources of `type` under `access`. */
+export function compartmentApplies(access: SearchAccess | undefined, type: string): boolean {
+  if (!access?.patientCompartments) return false;
+  const exempt = access.compartmentExempt;
+  return !(exempt === '*' || exempt?.has(type));
+}
