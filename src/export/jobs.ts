@@ -29,10 +29,8 @@ export interface ExportJob {
 export interface JobAccess {
   /** undefined → every type. */
   allowedTypes?: string[];
-  /** undefined → every compartment (a system token); else only resources in these Patient compartments… */
+  /** undefined → every compartment (a system token); else only resources in these Patient compartments. */
   patientCompartments?: string[];
-  /** …except these types ('*': all), granted by user/ or system/ scopes beside patient/ ones. */
-  compartmentExempt?: string[] | '*';
   /** Granular scopes (`system/Observation.rs?category=...`): per type, alternatives of search criteria. */
   typeCriteria?: Record<string, Array<Array<[string, string]>>>;
 }

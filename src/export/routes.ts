@@ -77,7 +77,6 @@ function jobAccess(policy: AccessPolicy): JobAccess {
   return {
     allowedTypes: allowed && allowed !== '*' ? [...allowed].sort() : undefined,
     patientCompartments: s?.patientCompartments,
-    ...(s?.compartmentExempt ? { compartmentExempt: s.compartmentExempt === '*' ? '*' : [...s.compartmentExempt].sort() } : {}),
     typeCriteria: s?.typeCriteria,
   };
 }

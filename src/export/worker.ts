@@ -218,8 +218,7 @@ export class ExportWorker {
   /** Which compartments a type is restricted to, from the level, the patient list and the token. */
   private scope(job: ExportJob, type: string): Pick<TypeQueryOptions, 'compartments' | 'extraIds'> {
     const req = job.request;
-    const exempt = req.access.compartmentExempt;
-    const tokenLimit = exempt === '*' || exempt?.includes(type) ? undefined : req.access.patientCompartments;
+    const tokenLimit = req.access.patientCompartments;
     let compartments: 'any' | string[] | undefined =
       req.level === 'system' ? undefined : (req.patients ?? 'any');
     if (tokenLimit) {
