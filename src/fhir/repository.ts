@@ -287,8 +287,8 @@ export class Repository {
    * Resolves a conditional query to at most one id. An advisory lock on the condition serialises concurrent
    * writers with the same condition, so two identical conditional creates cannot both create.
    */
-  async findConditional(tx: Tx, resourceType: string, query: string, what: string, opts: { locked?: boolean } = {}): Promise<string | undefined> {
-    if (!opts.locked) await this.lockConditions(tx, [[resourceType, query]]);
+  async findConditional(tx: Tx, resourceType: string, query: string, what: string): Promise<string | undefined> {
+    await this.lockConditions(tx, [[resourceType, query]]);
     return (await this.findConditionals(tx, [{ resourceType, query, what }]))[0];
   }
 

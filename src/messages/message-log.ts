@@ -272,7 +272,8 @@ const PRUNABLE: MessageStatus[] = ['processed', 'error'];
 
 /**
  * Deletes logged messages received before `before` whose handling is finished (processed or error), in batches
- * so no statement holds many rows at once. A message a younger, kept replay points at stays with it.
+ * so no statement holds many rows at once. A message a replay points at goes only after that replay (a row still
+ * referenced is never deleted; the next round takes it), so an original with a younger, kept replay stays.
  * Returns how many were deleted.
  */
 export async function pruneMessages(q: Queryable, before: Date, batch = 5000): Promise<number> {
@@ -282,11 +283,11 @@ export async function pruneMessages(q: Queryable, before: Date, batch = 5000): P
       `DELETE FROM message_log WHERE seq IN (
          SELECT m.seq FROM message_log m
           WHERE m.received_at < $1 AND m.status = ANY($2::text[])
-            AND NOT EXISTS (SELECT 1 FROM message_log k WHERE k.replay_of = m.id AND NOT (k.received_at < $1 AND k.status = ANY($2::text[])))
+            AND NOT EXISTS (SELECT 1 FROM message_log k WHERE k.replay_of = m.id)
           ORDER BY m.seq LIMIT $3)`,
       [before, PRUNABLE, batch],
     );
+    if (r.rowCount === 0) return total;
     total += r.rowCount;
-    if (r.rowCount < batch) return total;
   }
 }
