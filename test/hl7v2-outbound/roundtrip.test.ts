@@ -50,8 +50,7 @@ function clinical(o: Observation) {
     // Set semantics: the inbound mapper appends the vital-sign LOINC even when OBX-3's alternate already is it.
     code: [...new Set((o.code.coding ?? []).map((c) => `${c.system}|${c.code}`))].sort(),
     status: o.status,
-    // A unit the inbound mapper kept as text only ('mg/dL' from Cerner's CD:289^mg/dL) is recognised as UCUM on
-    // the way back in: compare the UCUM unit either way.
+    // A unit kept as text only on one side is recognised as UCUM on the other: compare the UCUM unit either way.
     value: q ? { value: q.value, unit: q.unit, ucum: q.code ?? ucumUnit(q.unit ?? '', DEFAULT_MAPPING.unitFixes), comparator: q.comparator } : undefined,
     string: o.valueString,
     coded: o.valueCodeableConcept?.coding?.map((c) => `${c.system}|${c.code}`),

@@ -2,7 +2,10 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { splitEnvelope } from '../../facades/hl7v2/envelope.js';
+import type { Observation } from '@medplum/fhirtypes';
 import { Hl7v2Message } from '../../facades/hl7v2/message.js';
+import { mapMessage } from '../../facades/hl7v2/inbound/map-message.js';
+import { DEFAULT_MAPPING } from '../../facades/hl7v2/inbound/mapping-config.js';
 import { HL7_DATA } from './corpus-files.js';
 
 const file = (p: string) => readFileSync(`${HL7_DATA}/corpus/${p}`);
@@ -85,5 +88,13 @@ describe('HL7 v2 parsing quirks', () => {
     const m = one('oru-lab/hapi_NewPipeParserTest_L694.hl7');
     expect(m.defects).toEqual(["line 3 'String||20090505||||||F' is not a segment (no segment id followed by '|')"]);
     expect(() => Hl7v2Message.parse('PID|1')).toThrow("message must start with MSH, found 'PID'");
+  });
+});
+
+describe('HL7 v2 result units', () => {
+  it("a local unit code whose text is UCUM (Cerner's CD:289^mg/dL) maps to a UCUM Quantity", () => {
+    const mapped = mapMessage(one('oru-lab/simplehl7_oru.hl7'), DEFAULT_MAPPING);
+    const hdl = mapped.bundle.entry!.map((e) => e.resource as Observation).find((r) => r.resourceType === 'Observation' && r.code.text?.startsWith('HDL'))!;
+    expect(hdl.valueQuantity).toEqual({ value: 62, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' });
   });
 });

@@ -273,7 +273,12 @@ export function mapObservation(seg: Segment, ctx: MapContext, isDevice: boolean)
     const q: Quantity = { value };
     if (unit) {
       const u = unit.c(1);
-      const ucum = /^UCUM$/i.test(unit.c(3)) ? u : /^MDC$/i.test(unit.c(3)) ? mdcUnitToUcum(unit.c(2) || u) : ucumUnit(u, ctx.config.unitFixes);
+      // A local unit code with UCUM as its text (Cerner's `CD:289^mg/dL`) is still UCUM: the text is the unit.
+      const ucum = /^UCUM$/i.test(unit.c(3))
+        ? u
+        : /^MDC$/i.test(unit.c(3))
+          ? mdcUnitToUcum(unit.c(2) || u)
+          : (ucumUnit(u, ctx.config.unitFixes) ?? ucumUnit(unit.c(2), ctx.config.unitFixes));
       q.unit = unit.c(2) && !/^MDC_/.test(unit.c(2)) ? unit.c(2) : ucum ?? u;
       if (ucum) {
         q.system = 'http://unitsofmeasure.org';
