@@ -7,8 +7,10 @@ import type { DeviceStore } from '../../src/index.js';
 import { SERIAL_PORT_SYSTEM } from '../../src/index.js';
 import type { Logger } from '../../src/index.js';
 import { recordMessage, updateMessage } from '../../src/index.js';
+import { encodeMessage } from './astm/frame.js';
+import { answerQuery } from './astm/host-query.js';
 import { AstmReceiver } from './astm/link.js';
-import { parseRecords, splitMessages } from './astm/records.js';
+import { type AstmRecord, parseRecords, splitMessages } from './astm/records.js';
 import type { PortConfig } from './config.js';
 import { type FilingResult, fileReadings } from './filing.js';
 import { parseLine } from './line/parse.js';
@@ -30,6 +32,8 @@ export interface HandlerDeps {
   write(bytes: Buffer): void;
   /** Called after every transmission is handled (tests, bench). */
   onProcessed?(e: { messageId: string; result?: FilingResult; error?: string }): void;
+  /** Called when the answer to a host query was sent, or given up (tests). */
+  onAnswered?(e: { queryId: string; messageId: string; ok: boolean; records: string[]; error?: string }): void;
 }
 
 function portIdentifiers(cfg: PortConfig): Identifier[] {
@@ -91,6 +95,9 @@ export function astmHandler(cfg: PortConfig, deps: HandlerDeps): PortHandler {
         throw err; // storage failure: NAK so the instrument retransmits
       }
       await logOutcome(deps, id, outcome.result, outcome.warnings);
+      const queries = parseRecords(m.text).records.filter((r) => r.type === 'Q');
+      // Answered once the instrument has ended its session (not awaited: this frame's ACK comes first).
+      if (queries.length) await answer(queries, id);
       deps.onProcessed?.({ messageId: id, result: outcome.result });
     },
     onIncomplete: async (m, reason) => {
@@ -105,6 +112,19 @@ export function astmHandler(cfg: PortConfig, deps: HandlerDeps): PortHandler {
       }).then((id) => deps.onProcessed?.({ messageId: id, error: 'not ASTM' }));
     },
   });
+  /** Builds the answer to a host query and queues it; the answer is logged (channel serial, direction out) once sent. */
+  async function answer(queries: AstmRecord[], queryId: string): Promise<void> {
+    const a = await answerQuery(db, queries, { codeMap: cfg.codeMap, instrument: cfg.name });
+    const frames = encodeMessage(a.records);
+    deps.log.info(`port ${cfg.name}: query ${queryId} for ${a.specimens.join(', ') || '(no sample id)'}: ${a.orders} order(s) to send`);
+    void receiver.transmit(frames).then(async (r) => {
+      const id = await recordMessage(db, {
+        channel: CHANNEL, direction: 'out', raw: Buffer.concat(frames), sender: cfg.name, messageType: 'ASTM', remoteAddress: cfg.path,
+        status: r.ok ? 'processed' : 'error', error: r.ok ? null : `answer to query ${queryId} not delivered: ${r.error}`,
+      });
+      deps.onAnswered?.({ queryId, messageId: id, ok: r.ok, records: a.records, error: r.error });
+    }).catch((err: unknown) => deps.log.warn(`port ${cfg.name}: answer to query ${queryId} not logged: ${(err as Error).message}`));
+  }
   return { feed: (c) => receiver.feed(c), idle: () => receiver.idle(), close: () => receiver.close(), stats: () => ({ ...receiver.stats }) };
 }
 

@@ -1,6 +1,7 @@
 /**
- * ASTM E1381 / CLSI LIS1-A low-level protocol, receiver side (the host). The instrument establishes a
- * session with ENQ, sends frames, and ends with EOT; the host answers ACK or NAK.
+ * ASTM E1381 / CLSI LIS1-A low-level protocol on the host's side of the line. Receiving: the instrument
+ * establishes a session with ENQ, sends frames, and ends with EOT; the host answers ACK or NAK. Sending
+ * (answers to host queries): queued with `transmit`, sent when the line is neutral, as the sender of E1381.
  *
  * - Frames end with CR LF after the checksum as LIS1-A says, or with CR alone or LF alone as some analyzers do.
  * - A frame with a bad checksum, a bad frame number or a broken layout is NAKed; the sender retransmits
@@ -11,9 +12,11 @@
  *   instrument retransmits it and the message is processed again (filing is idempotent).
  * - Receiver timeout (30 s without a frame or EOT): the incomplete message is handed to `onIncomplete`
  *   (kept in the message log as an error, never filed) and the link returns to neutral.
- * - Contention: the host here never bids for the line, so an instrument ENQ always wins, as LIS1-A wants.
+ * - Contention: when the instrument answers the host's ENQ with its own, the instrument wins, as LIS1-A wants:
+ *   its session is received first and the host's transmission is tried again after it (at most 3 times).
  */
 import { ACK, CR, ENQ, EOT, ETB, ETX, LF, NAK, STX, checksum } from './frame.js';
+import { type Line, type SendResult, sendSession } from './sender.js';
 
 export interface ReceivedMessage {
   /** Text of the records (frame texts joined). */
@@ -35,9 +38,17 @@ export interface AstmReceiverOptions {
   maxFrameBytes?: number;
   /** Refuse sessions (NAK the ENQ) while true, e.g. when the database is down. */
   busy?: () => boolean;
+  /** LIS1-A sender timeout for an ACK/NAK: 15 s. */
+  replyTimeoutMs?: number;
 }
 
-type State = 'idle' | 'session';
+type State = 'idle' | 'session' | 'transmit';
+
+interface Transmission {
+  frames: Buffer[];
+  attempts: number;
+  done(r: SendResult): void;
+}
 
 export class AstmReceiver {
   private state: State = 'idle';
@@ -51,7 +62,10 @@ export class AstmReceiver {
   private timer: NodeJS.Timeout | undefined;
   private noise: number[] = [];
   private chain: Promise<void> = Promise.resolve();
-  readonly stats = { sessions: 0, frames: 0, naks: 0, retransmissions: 0, messages: 0, incomplete: 0 };
+  private outbox: Transmission[] = [];
+  /** While transmitting: the peer's bytes (ACK, NAK, EOT, ENQ) for the sender. */
+  private reply: { queue: number[]; waiter?: (b: number) => void } | undefined;
+  readonly stats = { sessions: 0, frames: 0, naks: 0, retransmissions: 0, messages: 0, incomplete: 0, sent: 0 };
 
   constructor(private readonly opts: AstmReceiverOptions) {}
 
@@ -65,6 +79,64 @@ export class AstmReceiver {
     return this.chain;
   }
 
+  /**
+   * Queues frames for the instrument (e.g. the answer to its query); they go out once the line is neutral (after
+   * the instrument's EOT). Resolves with the outcome; never await it from `onMessage` (that session must end first).
+   */
+  transmit(frames: Buffer[]): Promise<SendResult> {
+    return new Promise((done) => {
+      this.outbox.push({ frames, attempts: 0, done });
+      this.chain = this.chain.then(() => this.startTransmission());
+    });
+  }
+
+  /** Starts the next queued transmission when the line is neutral; runs beside the byte chain, which feeds it replies. */
+  private startTransmission(): void {
+    if (this.state !== 'idle' || this.outbox.length === 0) return;
+    const job = this.outbox.shift()!;
+    this.state = 'transmit';
+    const reply: { queue: number[]; waiter?: (b: number) => void } = { queue: [] };
+    this.reply = reply;
+    const line: Line = {
+      write: (b) => this.opts.write(b),
+      nextByte: (ms) =>
+        new Promise((resolve) => {
+          if (reply.queue.length) return resolve(reply.queue.shift()!);
+          const t = setTimeout(() => {
+            reply.waiter = undefined;
+            resolve(null);
+          }, ms);
+          reply.waiter = (b) => {
+            clearTimeout(t);
+            reply.waiter = undefined;
+            resolve(b);
+          };
+        }),
+    };
+    void sendSession(line, job.frames, { replyTimeoutMs: this.opts.replyTimeoutMs ?? 15_000 }).then((r) => {
+      this.chain = this.chain.then(() => this.afterTransmission(job, r, reply.queue));
+    });
+  }
+
+  private async afterTransmission(job: Transmission, r: SendResult, leftover: number[]): Promise<void> {
+    this.reply = undefined;
+    this.state = 'idle';
+    if (r.contention) {
+      // The instrument bid for the line at the same time: it goes first, we try again after its session.
+      job.attempts++;
+      if (job.attempts < 3) this.outbox.unshift(job);
+      else job.done(r);
+      this.startSession();
+      this.opts.write(Buffer.from([ACK]));
+    } else {
+      if (r.ok) this.stats.sent++;
+      job.done(r);
+    }
+    // Bytes that came after the sender's last reply (an ENQ right after our EOT) belong to the receiver.
+    if (leftover.length) await this.consume(Buffer.from(leftover));
+    this.startTransmission();
+  }
+
   close(): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.noiseTimer) clearTimeout(this.noiseTimer);
@@ -75,6 +147,12 @@ export class AstmReceiver {
   private async consume(chunk: Buffer): Promise<void> {
     for (let i = 0; i < chunk.length; i++) {
       const b = chunk[i];
+      if (this.state === 'transmit') {
+        const reply = this.reply!;
+        if (reply.waiter) reply.waiter(b);
+        else reply.queue.push(b);
+        continue;
+      }
       if (this.state === 'idle') {
         if (b === ENQ) {
           this.flushNoise();
@@ -101,7 +179,7 @@ export class AstmReceiver {
           await this.endSession('the instrument ended the session (EOT) before the L record');
         } else if (b === ENQ) {
           // The sender restarted: whatever was pending is incomplete.
-          await this.endSession('the instrument restarted the session (ENQ) before the L record');
+          await this.endSession('the instrument restarted the session (ENQ) before the L record', false);
           this.startSession();
           this.opts.write(Buffer.from([ACK]));
         }
@@ -165,7 +243,8 @@ export class AstmReceiver {
     this.timer.unref?.();
   }
 
-  private async endSession(reason: string): Promise<void> {
+  /** Back to neutral (EOT, timeout); then a queued transmission may go, unless the instrument restarts at once. */
+  private async endSession(reason: string, thenTransmit = true): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.state !== 'session') return;
@@ -178,6 +257,7 @@ export class AstmReceiver {
     this.text = '';
     this.raw = [];
     this.frame = null;
+    if (thenTransmit) this.startTransmission();
   }
 
   private nak(): void {

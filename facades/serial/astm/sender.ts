@@ -25,6 +25,8 @@ export interface SendResult {
   ok: boolean;
   naks: number;
   error?: string;
+  /** The peer answered our ENQ with its own ENQ: it wants the line, and an instrument has priority. */
+  contention?: boolean;
 }
 
 export async function sendSession(line: Line, frames: Buffer[], opts: SendOptions = {}): Promise<SendResult> {
@@ -33,6 +35,7 @@ export async function sendSession(line: Line, frames: Buffer[], opts: SendOption
   let naks = 0;
   line.write(Buffer.from([ENQ]));
   const first = await line.nextByte(timeout);
+  if (first === ENQ) return { ok: false, naks, error: 'line contention (the peer sent ENQ too)', contention: true };
   if (first !== ACK) return { ok: false, naks, error: first === NAK ? 'receiver busy (NAK to ENQ)' : `no ACK to ENQ (got ${first})` };
   for (let i = 0; i < frames.length; i++) {
     if (opts.stopAfterFrames !== undefined && i >= opts.stopAfterFrames) return { ok: false, naks, error: 'stopped mid-session' };

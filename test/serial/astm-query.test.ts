@@ -1,0 +1,127 @@
+/**
+ * Host query (LIS2-A2 Q record) over a real pty: an analyzer in query mode asks for the orders of the samples
+ * it loaded; the host answers in its own E1381 session after the analyzer's EOT, with P and O records built
+ * from the active ServiceRequests (instrument test codes from the code map), or L|1|I when it has none.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SerialPort } from 'serialport';
+import type { Patient, ServiceRequest } from '@medplum/fhirtypes';
+import { getMessage } from '../../src/messages/message-log.js';
+import { encodeMessage } from '../../facades/serial/astm/frame.js';
+import { AstmReceiver } from '../../facades/serial/astm/link.js';
+import { parseRecords } from '../../facades/serial/astm/records.js';
+import { type Line, sendSession } from '../../facades/serial/astm/sender.js';
+import { parseSerialConfig } from '../../facades/serial/config.js';
+import { startPort, type RunningPort } from '../../facades/serial/index.js';
+import { openTestEnv, type TestEnv } from '../devices/helpers.js';
+import { eventQueue, ptyPair, type PtyPair, until } from './pty.js';
+
+const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+describe('ASTM host query over a real pty (socat)', () => {
+  let env: TestEnv;
+  let pty: PtyPair;
+  let running: RunningPort;
+  let analyzer: SerialPort;
+  // The analyzer's side: its own E1381 sender for the query, its own receiver for the host's answer.
+  let sending = false;
+  const replies: number[] = [];
+  let waiter: ((b: number) => void) | undefined;
+  const line: Line = {
+    write: (b) => void analyzer.write(b),
+    nextByte: (ms) =>
+      new Promise((resolve) => {
+        if (replies.length) return resolve(replies.shift()!);
+        const t = setTimeout(() => resolve(null), ms);
+        waiter = (b) => {
+          clearTimeout(t);
+          waiter = undefined;
+          resolve(b);
+        };
+      }),
+  };
+  const answers = eventQueue<string>();
+  const instrument = new AstmReceiver({ write: (b) => void analyzer.write(b), onMessage: async (m) => answers.push(m.text), onIncomplete: () => undefined });
+  const sent = eventQueue<{ messageId: string; ok: boolean }>();
+  const eots = eventQueue<void>();
+
+  /** Sends a query session and returns the host's answer, once the host has ended its session (EOT). */
+  async function query(records: string[]): Promise<string[][]> {
+    const answer = answers.next();
+    const hostDone = eots.next();
+    sending = true;
+    expect(await sendSession(line, encodeMessage(records))).toEqual({ ok: true, naks: 0 });
+    sending = false;
+    const text = await answer;
+    await hostDone;
+    return parseRecords(text).records.map((r) => r.fields);
+  }
+
+  beforeAll(async () => {
+    env = await openTestEnv('pglite');
+    const dir = mkdtempSync(path.join(tmpdir(), 'conflux-query-'));
+    pty = await ptyPair(path.join(dir, 'host'), path.join(dir, 'analyzer'));
+    const patient = await env.store.create<Patient>({
+      resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'MRN-7' }], name: [{ family: 'Doe', given: ['Jane'] }], gender: 'female', birthDate: '1970-01-02',
+    });
+    const order = (loinc: string, status: ServiceRequest['status']) =>
+      env.store.create<ServiceRequest>({
+        resourceType: 'ServiceRequest', status, intent: 'order', subject: { reference: `Patient/${patient.id}` },
+        identifier: [{ system: 'urn:test:accession', value: 'S123' }], code: { coding: [{ system: 'http://loinc.org', code: loinc }] },
+      });
+    await order('718-7', 'active'); // HGB in the built-in code map
+    await order('777-3', 'active'); // PLT
+    await order('789-8', 'revoked'); // RBC, cancelled: not sent
+    const [cfg] = parseSerialConfig({ ports: [{ name: 'xn550', path: pty.host, baudRate: 115200, protocol: 'astm', reconnectMs: 100 }] });
+    running = startPort(cfg, { store: env.store, log: quiet, onAnswered: (e) => sent.push(e) });
+    await until(() => running.port.isOpen, 'the facade to open the port');
+    analyzer = new SerialPort({ path: pty.device, baudRate: 115200 });
+    await new Promise<void>((resolve, reject) => analyzer.once('open', resolve).once('error', reject));
+    analyzer.on('data', (chunk: Buffer) => {
+      if (!sending) {
+        instrument.feed(chunk);
+        if (chunk.includes(0x04)) eots.push(); // EOT: the host gave the line back
+        return;
+      }
+      for (const b of chunk) {
+        if (waiter) waiter(b);
+        else replies.push(b);
+      }
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    running?.handler.close();
+    await running?.port.stop();
+    if (analyzer?.isOpen) await new Promise((r) => analyzer.close(r));
+    await pty?.kill();
+    await env?.close();
+  });
+
+  it('answers with the patient and the active orders of the sample, in instrument codes', async () => {
+    const done = sent.next();
+    const records = await query(['H|\\^&|||XN-550^00-22^11001|||||||P|1|20241101090000', 'Q|1|^S123||ALL||||||||O', 'L|1|N']);
+    expect(records.map((r) => r[0])).toEqual(['H', 'P', 'O', 'L']);
+    expect(records[0]!.slice(4, 14)).toEqual(['Conflux', '', '', '', '', 'xn550', '', 'P', '1', expect.stringMatching(/^\d{14}$/)]);
+    expect(records[1]).toEqual(['P', '1', '', 'MRN-7', '', 'Doe^Jane', '', '19700102', 'F']);
+    const o = records[2]!;
+    expect(o.slice(0, 3)).toEqual(['O', '1', 'S123']);
+    expect(o[4]!.split('\\').sort()).toEqual(['^^^HGB', '^^^PLT']);
+    expect(o[11]).toBe('N');
+    expect(records[3]).toEqual(['L', '1', 'N']);
+    const logged = await done;
+    expect(logged.ok).toBe(true);
+    const m = await getMessage(env.db, logged.messageId);
+    expect(m).toMatchObject({ channel: 'serial', direction: 'out', status: 'processed' });
+    expect(m!.raw.toString('latin1')).toContain('S123');
+  }, 30_000);
+
+  it('answers "no information" (L|1|I) for a sample it has no orders for', async () => {
+    const records = await query(['H|\\^&|||XN-550|||||||P|1|20241101090500', 'Q|1|^NOPE||ALL||||||||O', 'L|1|N']);
+    expect(records.map((r) => r[0])).toEqual(['H', 'L']);
+    expect(records[1]).toEqual(['L', '1', 'I']);
+  }, 30_000);
+});
