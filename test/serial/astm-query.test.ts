@@ -119,6 +119,23 @@ describe('ASTM host query over a real pty (socat)', () => {
     expect(m!.raw.toString('latin1')).toContain('S123');
   }, 30_000);
 
+  it('contention: the analyzer answers the host\'s ENQ with its own; it goes first, the answer follows after its EOT', async () => {
+    const answer = answers.next();
+    const hostDone = eots.next();
+    sending = true;
+    expect(await sendSession(line, encodeMessage(['H|\\^&|||XN-550|||||||P|1|20241101091000', 'Q|1|^S123||ALL||||||||O', 'L|1|N']))).toEqual({ ok: true, naks: 0 });
+    expect(await line.nextByte(10_000)).toBe(0x05); // the host bids to answer…
+    // …and the analyzer bids too, with a message of its own: the host must yield and receive it.
+    const own = await sendSession(line, encodeMessage(['H|\\^&|||XN-550|||||||P|1|20241101091001', 'L|1|N']));
+    sending = false;
+    expect(own).toEqual({ ok: true, naks: 0 });
+    const records = parseRecords(await answer).records.map((r) => r.fields);
+    await hostDone;
+    expect(records.map((r) => r[0])).toEqual(['H', 'P', 'O', 'L']);
+    expect(records[2]!.slice(0, 3)).toEqual(['O', '1', 'S123']);
+    expect(running.handler.stats()).toMatchObject({ sent: 2 }); // this answer and the first test's: one each
+  }, 30_000);
+
   it('answers "no information" (L|1|I) for a sample it has no orders for', async () => {
     const records = await query(['H|\\^&|||XN-550|||||||P|1|20241101090500', 'Q|1|^NOPE||ALL||||||||O', 'L|1|N']);
     expect(records.map((r) => r[0])).toEqual(['H', 'L']);
