@@ -13,7 +13,7 @@ import { parseSerialConfig } from '../../facades/serial/config.js';
 import { startPort, type RunningPort } from '../../facades/serial/index.js';
 import type { FilingResult } from '../../facades/serial/filing.js';
 import { openTestEnv, type TestEnv } from '../devices/helpers.js';
-import { ptyPair, type PtyPair, eventQueue, until } from './pty.js';
+import { ptyPair, type PtyPair, eventQueue, until, stopRig } from './pty.js';
 import { sharedPath } from '../helpers/shared-data.js';
 
 const CORPUS = sharedPath('hl7v2/corpus/astm/');
@@ -63,11 +63,7 @@ describe('ASTM over a real pty (socat)', () => {
   }, 60_000);
 
   afterAll(async () => {
-    running?.handler.close();
-    await running?.port.stop();
-    if (analyzer?.isOpen) await new Promise((r) => analyzer.close(r));
-    await pty?.kill();
-    await env?.close();
+    await stopRig({ running, analyzer, pty, env });
   });
 
   it('plays the Yumizen H500 quality-control run (H-12 = Q) and holds it: QC is never filed to a patient', async () => {

@@ -17,7 +17,7 @@ import { type Line, sendSession } from '../../facades/serial/astm/sender.js';
 import { parseSerialConfig } from '../../facades/serial/config.js';
 import { startPort, type RunningPort } from '../../facades/serial/index.js';
 import { openTestEnv, type TestEnv } from '../devices/helpers.js';
-import { eventQueue, ptyPair, type PtyPair, until } from './pty.js';
+import { eventQueue, ptyPair, type PtyPair, until, stopRig } from './pty.js';
 
 const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
@@ -94,11 +94,7 @@ describe('ASTM host query over a real pty (socat)', () => {
   }, 60_000);
 
   afterAll(async () => {
-    running?.handler.close();
-    await running?.port.stop();
-    if (analyzer?.isOpen) await new Promise((r) => analyzer.close(r));
-    await pty?.kill();
-    await env?.close();
+    await stopRig({ running, analyzer, pty, env });
   });
 
   it('answers with the patient and the active orders of the sample, in instrument codes', async () => {
