@@ -67,14 +67,15 @@ describe('ASTM host query over a real pty (socat)', () => {
     const patient = await env.store.create<Patient>({
       resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'MRN-7' }], name: [{ family: 'Doe', given: ['Jane'] }], gender: 'female', birthDate: '1970-01-02',
     });
-    const order = (loinc: string, status: ServiceRequest['status']) =>
+    const order = (loinc: string, status: ServiceRequest['status'], priority: ServiceRequest['priority'] = 'routine') =>
       env.store.create<ServiceRequest>({
-        resourceType: 'ServiceRequest', status, intent: 'order', subject: { reference: `Patient/${patient.id}` },
+        resourceType: 'ServiceRequest', status, priority, intent: 'order', subject: { reference: `Patient/${patient.id}` },
         identifier: [{ system: 'urn:test:accession', value: 'S123' }], code: { coding: [{ system: 'http://loinc.org', code: loinc }] },
       });
     await order('718-7', 'active'); // HGB in the built-in code map
     await order('777-3', 'active'); // PLT
-    await order('789-8', 'revoked'); // RBC, cancelled: not sent
+    await order('789-8', 'revoked'); // RBC, cancelled: sent with action C so the analyzer drops it
+    await order('2345-7', 'active', 'stat'); // glucose, in no code map: its own code, priority S
     const [cfg] = parseSerialConfig({ ports: [{ name: 'xn550', path: pty.host, baudRate: 115200, protocol: 'astm', reconnectMs: 100 }] });
     running = startPort(cfg, { store: env.store, log: quiet, onAnswered: (e) => sent.push(e) });
     await until(() => running.port.isOpen, 'the facade to open the port');
@@ -97,17 +98,21 @@ describe('ASTM host query over a real pty (socat)', () => {
     await stopRig({ running, analyzer, pty, env });
   });
 
-  it('answers with the patient and the active orders of the sample, in instrument codes', async () => {
+  it('answers with the patient and the orders of the sample in instrument codes: new, stat and cancelled', async () => {
     const done = sent.next();
     const records = await query(['H|\\^&|||XN-550^00-22^11001|||||||P|1|20241101090000', 'Q|1|^S123||ALL||||||||O', 'L|1|N']);
-    expect(records.map((r) => r[0])).toEqual(['H', 'P', 'O', 'L']);
+    expect(records.map((r) => r[0])).toEqual(['H', 'P', 'O', 'O', 'O', 'L']);
     expect(records[0]!.slice(4, 14)).toEqual(['Conflux', '', '', '', '', 'xn550', '', 'P', '1', expect.stringMatching(/^\d{14}$/)]);
     expect(records[1]).toEqual(['P', '1', '', 'MRN-7', '', 'Doe^Jane', '', '19700102', 'F']);
-    const o = records[2]!;
-    expect(o.slice(0, 3)).toEqual(['O', '1', 'S123']);
-    expect(o[4]!.split('\\').sort()).toEqual(['^^^HGB', '^^^PLT']);
-    expect(o[11]).toBe('N');
-    expect(records[3]).toEqual(['L', '1', 'N']);
+    // O-2 sample, O-4 tests, O-5 priority, O-12 action, O-26 report type; numbered 1, 2, 3.
+    expect(records.slice(2, 5).map((o) => o[1])).toEqual(['1', '2', '3']);
+    const os = records.slice(2, 5).map((o) => ({ specimen: o[2], tests: o[4]!.split('\\').sort().join(' '), priority: o[5], action: o[11], type: o[25] }));
+    expect(os.sort((a, b) => a.tests.localeCompare(b.tests))).toEqual([
+      { specimen: 'S123', tests: '^^^2345-7', priority: 'S', action: 'N', type: 'O' },
+      { specimen: 'S123', tests: '^^^HGB ^^^PLT', priority: 'R', action: 'N', type: 'O' },
+      { specimen: 'S123', tests: '^^^RBC', priority: 'R', action: 'C', type: 'O' },
+    ]);
+    expect(records[5]).toEqual(['L', '1', 'N']);
     const logged = await done;
     expect(logged.ok).toBe(true);
     const m = await getMessage(env.db, logged.messageId);
@@ -127,7 +132,7 @@ describe('ASTM host query over a real pty (socat)', () => {
     expect(own).toEqual({ ok: true, naks: 0 });
     const records = parseRecords(await answer).records.map((r) => r.fields);
     await hostDone;
-    expect(records.map((r) => r[0])).toEqual(['H', 'P', 'O', 'L']);
+    expect(records.map((r) => r[0])).toEqual(['H', 'P', 'O', 'O', 'O', 'L']);
     expect(records[2]!.slice(0, 3)).toEqual(['O', '1', 'S123']);
     expect(running.handler.stats()).toMatchObject({ sent: 2 }); // this answer and the first test's: one each
   }, 30_000);

@@ -1,9 +1,10 @@
 /**
  * Host queries (CLSI LIS2-A2 Q records). An analyzer in query mode sends the sample ids it has loaded; the
- * host answers with the orders it holds for them — H, then per patient a P record and one O record per
- * sample with its tests, then L — or `L|1|I` ("no information available") when it has none. Orders are the
- * active ServiceRequests whose identifier (accession, placer or filler number) is the sample id; their codes
- * go back as the instrument's own test codes through the port's code map (LOINC → instrument code).
+ * host answers with the orders it holds for them — H, then per patient a P record and O records per sample
+ * (action N for active orders, C for revoked ones so the analyzer drops them; priority S for stat, asap or
+ * urgent, else R), then L — or `L|1|I` ("no information available") when it has none. Orders are the
+ * ServiceRequests whose identifier (accession, placer or filler number) is the sample id; their codes go back
+ * as the instrument's own test codes through the port's code map (LOINC → instrument code).
  */
 import type { Bundle, Patient, ServiceRequest } from '@medplum/fhirtypes';
 import { searchResources, type Queryable } from '../../../src/index.js';
@@ -50,13 +51,13 @@ export async function answerQuery(db: Queryable, queries: AstmRecord[], opts: { 
   const specimens = [...new Set(queries.flatMap(queriedSpecimens))];
   // H-2 delimiters, H-5 sender, H-10 receiver (the instrument), H-12 processing id, H-13 version, H-14 time.
   const header = `H|\\^&|||Conflux|||||${esc(opts.instrument)}||P|1|${astmTime(opts.now ?? new Date())}`;
-  // Per patient (insertion order), the samples and their test codes.
-  const byPatient = new Map<string, { patient?: Patient; samples: Map<string, string[]> }>();
+  // Per patient (insertion order), the O records to send: sample, priority and action → test codes.
+  const byPatient = new Map<string, { patient?: Patient; orders: Map<string, { specimen: string; priority: string; action: string; tests: string[] }> }>();
   let orders = 0;
   for (const specimen of specimens) {
     const found: Bundle = await searchResources(db, {
       resourceType: 'ServiceRequest',
-      params: [['identifier', specimen], ['status', 'active'], ['_include', 'ServiceRequest:subject']],
+      params: [['identifier', specimen], ['status', 'active,revoked'], ['_include', 'ServiceRequest:subject']],
       baseUrl: '',
       handling: 'strict',
     });
@@ -66,25 +67,31 @@ export async function answerQuery(db: Queryable, queries: AstmRecord[], opts: { 
       const code = instrumentCode(sr, opts.codeMap);
       if (!code) continue;
       const key = sr.subject?.reference ?? '';
-      const entry = byPatient.get(key) ?? { patient: patients.get(key), samples: new Map<string, string[]>() };
+      const entry = byPatient.get(key) ?? { patient: patients.get(key), orders: new Map() };
       byPatient.set(key, entry);
-      entry.samples.set(specimen, [...(entry.samples.get(specimen) ?? []), code]);
+      const priority = ['stat', 'asap', 'urgent'].includes(sr.priority ?? '') ? 'S' : 'R';
+      const action = sr.status === 'revoked' ? 'C' : 'N';
+      const group = `${specimen}|${priority}|${action}`;
+      const o = entry.orders.get(group) ?? { specimen, priority, action, tests: [] };
+      entry.orders.set(group, o);
+      o.tests.push(code);
       orders++;
     }
   }
   if (orders === 0) return { records: [header, 'L|1|I'], specimens, orders };
   const records = [header];
   let p = 0;
-  for (const { patient, samples } of byPatient.values()) {
+  for (const { patient, orders: os } of byPatient.values()) {
     const name = patient?.name?.[0];
     const sex = patient?.gender === 'male' ? 'M' : patient?.gender === 'female' ? 'F' : 'U';
     records.push(
       `P|${++p}||${esc(patient?.identifier?.[0]?.value)}||${esc(name?.family)}^${esc(name?.given?.[0])}||${(patient?.birthDate ?? '').replace(/-/g, '')}|${sex}`,
     );
-    let o = 0;
-    for (const [specimen, tests] of samples) {
-      const universal = [...new Set(tests)].map((t) => `^^^${esc(t)}`).join(DEFAULT_DELIMITERS.repeat);
-      records.push(`O|${++o}|${esc(specimen)}||${universal}|R||||||N||||||||||||||O`);
+    let n = 0;
+    for (const o of os.values()) {
+      const universal = [...new Set(o.tests)].map((t) => `^^^${esc(t)}`).join(DEFAULT_DELIMITERS.repeat);
+      // O-5 priority, O-12 action code (N new, C cancel), O-26 report type O (order).
+      records.push(`O|${++n}|${esc(o.specimen)}||${universal}|${o.priority}||||||${o.action}||||||||||||||O`);
     }
   }
   records.push('L|1|N');
