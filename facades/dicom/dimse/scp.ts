@@ -10,11 +10,11 @@ import type { Logger } from '../../../src/facade.js';
 import type { DicomConfig } from '../config.js';
 import { type DicomJson, buildPart10Header, denaturalize, naturalize, str } from '../part10.js';
 import { findLevel, type Level } from '../query.js';
-import { InstanceSink, IngestError, STATUS } from '../store.js';
+import { type IndexedInstanceRow, InstanceSink, IngestError, STATUS } from '../store.js';
 import type { DicomServices } from '../services.js';
 import { findWorklist } from '../worklist.js';
 import { MppsError } from '../mpps.js';
-import { retrieveInstances, sendToAe } from './retrieve.js';
+import { loadDataset, retrieveInstances, sendToAe } from './retrieve.js';
 
 export const dimse = dimseModule as unknown as typeof import('dcmjs-dimse');
 const { Scp, Dataset } = dimse;
@@ -93,6 +93,32 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
       if (status === Status.Pending) sendPending(r);
       else callback([r]);
     };
+
+  const NO_COUNTS: Counts = { remaining: 0, completed: 0, failed: 0, warnings: 0 };
+  type Responder = (status: number, counts: Counts, comment?: string) => void;
+
+  /**
+   * The body of a C-MOVE or C-GET: the instances its identifier matches go to `send`, which reports each
+   * sub-operation as it ends; a Pending response follows each while any remain, then the final status
+   * (0xB000 when some failed, 0xA702 when all did).
+   */
+  const runSubOperations = (
+    request: InstanceType<typeof dimse.requests.CMoveRequest> | InstanceType<typeof dimse.requests.CGetRequest>,
+    respond: Responder,
+    send: (rows: IndexedInstanceRow[], done: (ok: boolean) => void) => Promise<void>,
+  ): void => {
+    (async () => {
+      const rows = await retrieveInstances(svc, denaturalize((request.getDataset()?.getElements() ?? {}) as Record<string, unknown>));
+      const counts = { ...NO_COUNTS, remaining: rows.length };
+      await send(rows, (ok) => {
+        counts.remaining--;
+        if (ok) counts.completed++;
+        else counts.failed++;
+        if (counts.remaining > 0) respond(Status.Pending, counts);
+      });
+      respond(counts.failed ? (counts.completed ? 0xb000 : 0xa702) : Status.Success, counts);
+    })().catch((err: Error) => respond(0xc000, NO_COUNTS, err.message));
+  };
 
   return class ConfluxScp extends Scp {
     private association?: InstanceType<typeof dimse.association.Association>;
@@ -277,30 +303,16 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
       const respond = subOperationResponder(() => CMoveResponse.fromRequest(request), (r) => this.sendResponse(request, r), callback);
       const dest = cfg.aes.find((a) => a.aeTitle === destination);
       if (!dest?.host || !dest.port) {
-        respond(Status.MoveDestinationUnknown, { remaining: 0, completed: 0, failed: 0, warnings: 0 }, `move destination "${destination}" is not a configured AE with host and port`);
+        respond(Status.MoveDestinationUnknown, NO_COUNTS, `move destination "${destination}" is not a configured AE with host and port`);
         return;
       }
-      (async () => {
-        const query = denaturalize((request.getDataset()?.getElements() ?? {}) as Record<string, unknown>);
-        const rows = await retrieveInstances(svc, query);
-        const counts = { remaining: rows.length, completed: 0, failed: 0, warnings: 0 };
-        await sendToAe(svc, cfg, dest, rows, (ok) => {
-          counts.remaining--;
-          if (ok) counts.completed++;
-          else counts.failed++;
-          if (counts.remaining > 0) respond(Status.Pending, counts);
-        });
-        respond(counts.failed ? (counts.completed ? 0xb000 : 0xa702) : Status.Success, counts);
-      })().catch((err: Error) => respond(0xc000, { remaining: 0, completed: 0, failed: 0, warnings: 0 }, err.message));
+      runSubOperations(request, respond, (rows, done) => sendToAe(svc, cfg, dest, rows, done));
     }
 
     cGetRequest(request: InstanceType<typeof dimse.requests.CGetRequest>, callback: (r: Array<InstanceType<typeof CGetResponse>>) => void): void {
       const respond = subOperationResponder(() => CGetResponse.fromRequest(request), (r) => this.sendResponse(request, r), callback);
-      (async () => {
-        const query = denaturalize((request.getDataset()?.getElements() ?? {}) as Record<string, unknown>);
-        const rows = await retrieveInstances(svc, query);
-        const counts = { remaining: rows.length, completed: 0, failed: 0, warnings: 0 };
-        const { loadDataset } = await import('./retrieve.js');
+      // C-GET sends back on the requester's own association.
+      runSubOperations(request, respond, async (rows, done) => {
         for (const row of rows) {
           let ok = false;
           try {
@@ -314,13 +326,9 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
           } catch (err) {
             log.warn(`C-GET sub-operation for ${row.sop_uid} failed: ${(err as Error).message}`);
           }
-          counts.remaining--;
-          if (ok) counts.completed++;
-          else counts.failed++;
-          if (counts.remaining > 0) respond(Status.Pending, counts);
+          done(ok);
         }
-        respond(counts.failed ? (counts.completed ? 0xb000 : 0xa702) : Status.Success, counts);
-      })().catch((err: Error) => respond(0xc000, { remaining: 0, completed: 0, failed: 0, warnings: 0 }, err.message));
+      });
     }
 
     nCreateRequest(request: InstanceType<typeof dimse.requests.NCreateRequest>, callback: (r: InstanceType<typeof NCreateResponse>) => void): void {
