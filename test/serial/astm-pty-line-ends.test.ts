@@ -3,27 +3,22 @@
  * into the running serial port: every frame is ACKed first time, the results are filed to the associated
  * patient, and the message log keeps the bytes as the analyzer sent them.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SerialPort } from 'serialport';
+import type { SerialPort } from 'serialport';
 import type { Observation } from '@medplum/fhirtypes';
-import { addDevice, associate } from '../../src/devices/index.js';
 import { getMessage } from '../../src/messages/message-log.js';
 import { CR, LF, decodeCapture, encodeMessage, framesToText } from '../../facades/serial/astm/frame.js';
 import { parseRecords } from '../../facades/serial/astm/records.js';
-import { type Line, sendSession, streamLine } from '../../facades/serial/astm/sender.js';
-import { parseSerialConfig } from '../../facades/serial/config.js';
-import { startPort, type RunningPort } from '../../facades/serial/index.js';
+import { type Line, sendSession } from '../../facades/serial/astm/sender.js';
+import type { RunningPort } from '../../facades/serial/index.js';
 import type { FilingResult } from '../../facades/serial/filing.js';
-import { openTestEnv, type TestEnv } from '../devices/helpers.js';
-import { ptyPair, type PtyPair, eventQueue, until, stopRig } from './pty.js';
+import type { TestEnv } from '../devices/helpers.js';
+import { type PtyPair, eventQueue, stopRig } from './pty.js';
+import { startAstmRig } from './rig.js';
 import { sharedPath } from '../helpers/shared-data.js';
 
 const CORPUS = sharedPath('hl7v2/corpus/astm/');
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-const who = { who: 'Practitioner/op1' };
 
 /** The capture re-framed as the analyzer sends it, with `end` instead of CR LF after each checksum. */
 function framesOf(file: string, end: number[]): Buffer[] {
@@ -45,27 +40,13 @@ describe('ASTM over a real pty with CR-only and LF-only frame endings', () => {
   const nextEvent = () => processed.next();
 
   beforeAll(async () => {
-    env = await openTestEnv('pglite');
-    dir = mkdtempSync(path.join(tmpdir(), 'conflux-serial-ends-'));
-    pty = await ptyPair(path.join(dir, 'host'), path.join(dir, 'analyzer'));
-    patient = await env.patient('Line End Patient');
-    const dev = await addDevice(env.store, { name: 'analyzer with odd line ends', port: pty.host }, who);
-    await associate(env.store, { device: dev.reference, patient, start: '2000-01-01T00:00:00Z' }, who);
-    const [cfg] = parseSerialConfig({ ports: [{ name: 'lab', path: pty.host, baudRate: 115200, protocol: 'astm', timeZone: 'Europe/Berlin', reconnectMs: 100, receiveTimeoutMs: 4000 }] });
-    running = startPort(cfg, {
-      store: env.store,
-      log: quiet,
-      onProcessed: (e) => processed.push(e),
-    });
-    await until(() => running.port.isOpen, 'the facade to open the port');
-    analyzer = new SerialPort({ path: pty.device, baudRate: 115200 });
-    await new Promise<void>((resolve, reject) => analyzer.once('open', resolve).once('error', reject));
-    line = streamLine(analyzer);
+    ({ env, dir, pty, running, analyzer, line, patient } = await startAstmRig({
+      dirPrefix: 'conflux-serial-ends-', patientName: 'Line End Patient', deviceName: 'analyzer with odd line ends', onProcessed: (e) => processed.push(e),
+    }));
   }, 60_000);
 
   afterAll(async () => {
-    await stopRig({ running, analyzer, pty, env });
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await stopRig({ running, analyzer, pty, env, dir });
   });
 
   // Different captures per ending: the same results twice would be dropped as exact duplicates.

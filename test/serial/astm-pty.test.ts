@@ -1,24 +1,20 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SerialPort } from 'serialport';
+import type { SerialPort } from 'serialport';
 import type { Observation } from '@medplum/fhirtypes';
-import { addDevice, assignHeld, associate, listHeld, SERIAL_PORT_SYSTEM } from '../../src/devices/index.js';
+import { assignHeld, listHeld, SERIAL_PORT_SYSTEM } from '../../src/devices/index.js';
 import { listMessages } from '../../src/messages/message-log.js';
 import { decodeCapture, encodeMessage, framesToText } from '../../facades/serial/astm/frame.js';
 import { parseRecords } from '../../facades/serial/astm/records.js';
-import { type Line, sendSession, streamLine } from '../../facades/serial/astm/sender.js';
-import { parseSerialConfig } from '../../facades/serial/config.js';
-import { startPort, type RunningPort } from '../../facades/serial/index.js';
+import { type Line, sendSession } from '../../facades/serial/astm/sender.js';
+import type { RunningPort } from '../../facades/serial/index.js';
 import type { FilingResult } from '../../facades/serial/filing.js';
-import { openTestEnv, type TestEnv } from '../devices/helpers.js';
+import type { TestEnv } from '../devices/helpers.js';
 import { ptyPair, type PtyPair, eventQueue, until, stopRig } from './pty.js';
+import { openAnalyzer, startAstmRig, who } from './rig.js';
 import { sharedPath } from '../helpers/shared-data.js';
 
 const CORPUS = sharedPath('hl7v2/corpus/astm/');
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-const who = { who: 'Practitioner/op1' };
 
 /** The capture's records re-framed as a conforming analyzer sends them (frames numbered 1,2,…,7,0; ≤240 chars). */
 function framesOf(file: string): Buffer[] {
@@ -39,31 +35,18 @@ describe('ASTM over a real pty (socat)', () => {
   const processed = eventQueue<Processed>();
   const nextEvent = () => processed.next();
 
-  async function openAnalyzer(): Promise<void> {
-    analyzer = new SerialPort({ path: pty.device, baudRate: 115200 });
-    await new Promise<void>((resolve, reject) => analyzer.once('open', resolve).once('error', reject));
-    line = streamLine(analyzer);
+  async function reopenAnalyzer(): Promise<void> {
+    ({ analyzer, line } = await openAnalyzer(pty.device));
   }
 
   beforeAll(async () => {
-    env = await openTestEnv('pglite');
-    dir = mkdtempSync(path.join(tmpdir(), 'conflux-serial-'));
-    pty = await ptyPair(path.join(dir, 'host'), path.join(dir, 'analyzer'));
-    patient = await env.patient('Analyzer Patient');
-    const dev = await addDevice(env.store, { name: 'lab analyzer on pty', port: pty.host }, who);
-    await associate(env.store, { device: dev.reference, patient, start: '2000-01-01T00:00:00Z' }, who);
-    const [cfg] = parseSerialConfig({ ports: [{ name: 'lab', path: pty.host, baudRate: 115200, protocol: 'astm', timeZone: 'Europe/Berlin', reconnectMs: 100, receiveTimeoutMs: 4000 }] });
-    running = startPort(cfg, {
-      store: env.store,
-      log: quiet,
-      onProcessed: (e) => processed.push(e),
-    });
-    await until(() => running.port.isOpen, 'the facade to open the port');
-    await openAnalyzer();
+    ({ env, dir, pty, running, analyzer, line, patient } = await startAstmRig({
+      dirPrefix: 'conflux-serial-', patientName: 'Analyzer Patient', deviceName: 'lab analyzer on pty', onProcessed: (e) => processed.push(e),
+    }));
   }, 60_000);
 
   afterAll(async () => {
-    await stopRig({ running, analyzer, pty, env });
+    await stopRig({ running, analyzer, pty, env, dir });
   });
 
   it('plays the Yumizen H500 quality-control run (H-12 = Q) and holds it: QC is never filed to a patient', async () => {
@@ -146,7 +129,7 @@ describe('ASTM over a real pty (socat)', () => {
     await pty.kill();
     pty = await ptyPair(pty.host, pty.device);
     await until(() => running.port.opens > opens && running.port.isOpen, 'the facade to reopen the port');
-    await openAnalyzer();
+    await reopenAnalyzer();
     const done = nextEvent();
     expect((await sendSession(line, framesOf('senaite_abbott_afinion2.txt'))).ok).toBe(true);
     expect((await done).result?.patientRefs).toEqual([patient]);

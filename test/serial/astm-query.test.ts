@@ -18,11 +18,12 @@ import { parseSerialConfig } from '../../facades/serial/config.js';
 import { startPort, type RunningPort } from '../../facades/serial/index.js';
 import { openTestEnv, type TestEnv } from '../devices/helpers.js';
 import { eventQueue, ptyPair, type PtyPair, until, stopRig } from './pty.js';
+import { quiet } from './rig.js';
 
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
 describe('ASTM host query over a real pty (socat)', () => {
   let env: TestEnv;
+  let dir: string;
   let pty: PtyPair;
   let running: RunningPort;
   let analyzer: SerialPort;
@@ -62,7 +63,7 @@ describe('ASTM host query over a real pty (socat)', () => {
 
   beforeAll(async () => {
     env = await openTestEnv('pglite');
-    const dir = mkdtempSync(path.join(tmpdir(), 'conflux-query-'));
+    dir = mkdtempSync(path.join(tmpdir(), 'conflux-query-'));
     pty = await ptyPair(path.join(dir, 'host'), path.join(dir, 'analyzer'));
     const patient = await env.store.create<Patient>({
       resourceType: 'Patient', identifier: [{ system: 'urn:test:mrn', value: 'MRN-7' }], name: [{ family: 'Doe', given: ['Jane'] }], gender: 'female', birthDate: '1970-01-02',
@@ -95,7 +96,7 @@ describe('ASTM host query over a real pty (socat)', () => {
   }, 60_000);
 
   afterAll(async () => {
-    await stopRig({ running, analyzer, pty, env });
+    await stopRig({ running, analyzer, pty, env, dir });
   });
 
   it('answers with the patient and the orders of the sample in instrument codes: new, stat and cancelled', async () => {

@@ -5,8 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ManagedPort } from '../../facades/serial/port.js';
 import { parseSerialConfig } from '../../facades/serial/config.js';
 import { ptyPair, type PtyPair, until } from './pty.js';
-
-const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
+import { quiet } from './rig.js';
 
 describe('ManagedPort over a real pty (socat)', () => {
   let pty: PtyPair | undefined;

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { SerialPort } from 'serialport';
 import type { RunningPort } from '../../facades/serial/index.js';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 
 /** A socat pseudo-terminal pair with stable symlinks: one end for the facade, one for the test's analyzer. */
 export interface PtyPair {
@@ -65,12 +65,13 @@ export async function until(cond: () => boolean, what: string, ms = 10_000): Pro
   }
 }
 
-/** Tears a pty suite down in order: the facade's port, the analyzer's end, socat, then the database. */
-export async function stopRig(r: { running?: RunningPort; analyzer?: SerialPort; pty?: PtyPair; env?: { close(): Promise<void> } }): Promise<void> {
+/** Tears a pty suite down in order: the facade's port, the analyzer's end, socat, the database, the pty links' folder. */
+export async function stopRig(r: { running?: RunningPort; analyzer?: SerialPort; pty?: PtyPair; env?: { close(): Promise<void> }; dir?: string }): Promise<void> {
   r.running?.handler.close();
   await r.running?.port.stop();
   const analyzer = r.analyzer;
   if (analyzer?.isOpen) await new Promise((done) => analyzer.close(done));
   await r.pty?.kill();
   await r.env?.close();
+  if (r.dir) rmSync(r.dir, { recursive: true, force: true });
 }

@@ -1,0 +1,48 @@
+/**
+ * The setup the ASTM pty suites share: a socat pty pair, the serial facade's ASTM port on one end, an analyzer
+ * (a plain SerialPort and its E1381 line) on the other, and a device on that port associated with a new patient.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { SerialPort } from 'serialport';
+import { addDevice, associate } from '../../src/devices/index.js';
+import { type Line, streamLine } from '../../facades/serial/astm/sender.js';
+import { parseSerialConfig } from '../../facades/serial/config.js';
+import { startPort, type RunningPort } from '../../facades/serial/index.js';
+import type { HandlerDeps } from '../../facades/serial/session.js';
+import { openTestEnv, type TestEnv } from '../devices/helpers.js';
+import { ptyPair, type PtyPair, until } from './pty.js';
+
+export const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
+export const who = { who: 'Practitioner/op1' };
+
+export interface AstmRig {
+  env: TestEnv;
+  dir: string;
+  pty: PtyPair;
+  running: RunningPort;
+  analyzer: SerialPort;
+  line: Line;
+  patient: string;
+}
+
+/** Opens the analyzer's end of the pty. */
+export async function openAnalyzer(device: string): Promise<{ analyzer: SerialPort; line: Line }> {
+  const analyzer = new SerialPort({ path: device, baudRate: 115200 });
+  await new Promise<void>((resolve, reject) => analyzer.once('open', resolve).once('error', reject));
+  return { analyzer, line: streamLine(analyzer) };
+}
+
+export async function startAstmRig(o: { dirPrefix: string; patientName: string; deviceName: string; onProcessed: HandlerDeps['onProcessed'] }): Promise<AstmRig> {
+  const env = await openTestEnv('pglite');
+  const dir = mkdtempSync(path.join(tmpdir(), o.dirPrefix));
+  const pty = await ptyPair(path.join(dir, 'host'), path.join(dir, 'analyzer'));
+  const patient = await env.patient(o.patientName);
+  const dev = await addDevice(env.store, { name: o.deviceName, port: pty.host }, who);
+  await associate(env.store, { device: dev.reference, patient, start: '2000-01-01T00:00:00Z' }, who);
+  const [cfg] = parseSerialConfig({ ports: [{ name: 'lab', path: pty.host, baudRate: 115200, protocol: 'astm', timeZone: 'Europe/Berlin', reconnectMs: 100, receiveTimeoutMs: 4000 }] });
+  const running = startPort(cfg, { store: env.store, log: quiet, onProcessed: o.onProcessed });
+  await until(() => running.port.isOpen, 'the facade to open the port');
+  return { env, dir, pty, running, patient, ...(await openAnalyzer(pty.device)) };
+}
