@@ -25,16 +25,21 @@ interface Row {
 }
 
 /** WHERE conditions (on alias `r`) that restrict what the caller may see. */
+/** Whether `patientCompartments` confines resources of `type` under `access`. */
+export function compartmentApplies(access: SearchAccess | undefined, type: string): boolean {
+  if (!access?.patientCompartments) return false;
+  const exempt = access.compartmentExempt;
+  return !(exempt === '*' || exempt?.has(type));
+}
+
 function accessConditions(access: SearchAccess | undefined, types: string[], sql: Sql, alias = 'r'): string[] {
   const conds: string[] = [];
   if (!access) return conds;
-  const exemptTypes = access.compartmentExempt;
-  if (access.patientCompartments && exemptTypes !== '*') {
-    // Built only when used: a parameter the statement does not reference has no type PostgreSQL can infer.
-    const inCompartment = () => `${alias}.compartments && ${sql.p(access.patientCompartments)}::text[]`;
-    const exempt = types.filter((t) => exemptTypes?.has(t));
-    if (exempt.length === 0) conds.push(inCompartment());
-    else if (exempt.length < types.length) conds.push(`(${alias}.resource_type = ANY(${sql.p(exempt)}::text[]) OR ${inCompartment()})`);
+  const exempt = types.filter((t) => !compartmentApplies(access, t));
+  if (exempt.length < types.length) {
+    // Only when some type is confined: a parameter the statement does not reference has no type PostgreSQL can infer.
+    const inCompartment = `${alias}.compartments && ${sql.p(access.patientCompartments)}::text[]`;
+    conds.push(exempt.length === 0 ? inCompartment : `(${alias}.resource_type = ANY(${sql.p(exempt)}::text[]) OR ${inCompartment})`);
   }
   if (access.typeCriteria) {
     for (const type of types) {

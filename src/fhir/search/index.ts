@@ -10,6 +10,7 @@ import type { Queryable, Tx } from '../../db/database.js';
 import { patientCompartmentsOf as compartmentsOf } from './compartments.js';
 import { initSearchDefinitions, paramsOf } from './definitions.js';
 import { runSearch, runSearchIds, runSearchIdsMany } from './execute.js';
+export { compartmentApplies } from './execute.js';
 import { allResourceTypes } from './types.js';
 import { buildIndexCtes, deleteIndex, writeIndex } from './writer.js';
 import { extractIndexRows } from './extract.js';
@@ -118,10 +119,3 @@ export function supportedSearchParams(resourceType: string): SupportedSearchPara
 }
 
 export { initSearchDefinitions, allResourceTypes };
-
-/** Whether `patientCompartments` confines resources of `type` under `access`. */
-export function compartmentApplies(access: SearchAccess | undefined, type: string): boolean {
-  if (!access?.patientCompartments) return false;
-  const exempt = access.compartmentExempt;
-  return !(exempt === '*' || exempt?.has(type));
-}
