@@ -7,13 +7,12 @@
  * manifest and the server's peak RSS (VmHWM). Then downloads every file and checks the total count.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
+import { scratchSchema } from './lib.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -39,21 +38,14 @@ if (!Number.isInteger(size) || size < 1) {
   process.exit(2);
 }
 
-const schema = `bench_export_${randomBytes(4).toString('hex')}`;
-const scoped = new URL(baseUrl);
-scoped.searchParams.set('options', `-c search_path=${schema},public`);
+// PostgreSQL: a private schema for this run (created here, dropped at the end unless --keep).
+const scratch = usePglite ? undefined : await scratchSchema(baseUrl, 'bench_export');
 
 async function load(dataDir: string): Promise<void> {
-  if (!usePglite) {
-    const c = new pg.Client({ connectionString: scoped.toString() });
-    await c.connect();
-    await c.query(`CREATE SCHEMA ${schema}`);
-    await c.end();
-  }
   // The server's own migrations create the tables; run them through the real migrate().
   const { openDatabase } = await import('../src/db/open.js');
   const { migrate } = await import('../src/db/migrate.js');
-  const d = await openDatabase(usePglite ? { dataDir } : { databaseUrl: scoped.toString(), dataDir: null });
+  const d = await openDatabase(scratch ? { databaseUrl: scratch.url, dataDir: null } : { dataDir });
   await migrate(d);
   const t = performance.now();
   const patients = Math.max(1, Math.floor(size / 20));
@@ -143,7 +135,7 @@ async function main(): Promise<void> {
     cwd: ROOT,
     env: {
       ...inherited,
-      DATABASE_URL: usePglite ? '' : scoped.toString(),
+      DATABASE_URL: scratch?.url ?? '',
       DATA_DIR: dataDir,
       AUTH: 'off',
       PORT: '0',
@@ -206,12 +198,8 @@ async function main(): Promise<void> {
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
     if (!keep) rmSync(dataDir, { recursive: true, force: true });
-    if (!keep && !usePglite) {
-      const c = new pg.Client({ connectionString: baseUrl });
-      await c.connect();
-      await c.query(`DROP SCHEMA ${schema} CASCADE`);
-      await c.end();
-    } else if (keep) console.log(usePglite ? `kept ${dataDir}` : `kept schema ${schema}`);
+    if (!keep) await scratch?.drop();
+    else console.log(scratch ? `kept schema ${scratch.schema}` : `kept ${dataDir}`);
   }
 }
 

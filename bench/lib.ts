@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 
 /** Latency percentiles (ms) of a list of samples. */
 export function percentiles(samples: number[], ps = [50, 95, 99]): Record<string, number> {
@@ -110,4 +112,21 @@ export async function startBenchServer(env: Record<string, string> = {}): Promis
       await new Promise((r) => child.once('exit', r));
     },
   };
+}
+
+/**
+ * A fresh schema on a PostgreSQL URL for one benchmark run, so rows of earlier runs do not move its figures:
+ * its name, the URL with search_path set to it, and how to drop it.
+ */
+export async function scratchSchema(url: string, prefix: string): Promise<{ schema: string; url: string; drop(): Promise<void> }> {
+  const schema = `${prefix}_${randomBytes(4).toString('hex')}`;
+  const admin = async (sql: string) => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    await c.query(sql).finally(() => c.end());
+  };
+  await admin(`CREATE SCHEMA ${schema}`);
+  const scoped = new URL(url);
+  scoped.searchParams.set('options', `-c search_path=${schema},public`);
+  return { schema, url: scoped.toString(), drop: () => admin(`DROP SCHEMA ${schema} CASCADE`) };
 }

@@ -5,9 +5,7 @@
  *
  *   npx tsx bench/mllp-out.ts [reports=1000] [obx-per-report=5]
  */
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
-import { percentiles, request, runConcurrent } from './lib.js';
+import { percentiles, request, runConcurrent, scratchSchema } from './lib.js';
 import { loadConfig } from '../src/config.js';
 import type { Database } from '../src/db/database.js';
 import { openDatabase } from '../src/db/open.js';
@@ -112,20 +110,14 @@ await pglite.close();
 
 const url = process.env.DATABASE_URL ?? process.env.TEST_DATABASE_URL;
 if (url) {
-  const schema = `bench_out_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: url });
-  await admin.connect();
-  await admin.query(`CREATE SCHEMA ${schema}`);
-  const u = new URL(url);
-  u.searchParams.set('options', `-c search_path=${schema},public`);
-  const db = await openDatabase({ databaseUrl: u.toString(), dataDir: null });
+  const scratch = await scratchSchema(url, 'bench_out');
+  const db = await openDatabase({ databaseUrl: scratch.url, dataDir: null });
   await migrate(db);
   try {
     await bench('postgres', db);
   } finally {
     await db.close();
-    await admin.query(`DROP SCHEMA ${schema} CASCADE`);
-    await admin.end();
+    await scratch.drop();
   }
 }
 process.exit(0);

@@ -6,7 +6,7 @@
  *   npx tsx bench/mllp.ts [messagesPerConnection=100]
  */
 import net from 'node:net';
-import pg from 'pg';
+import { scratchSchema } from './lib.js';
 import { loadConfig } from '../src/config.js';
 import { createRuntime } from '../src/runtime.js';
 import { openDatabase } from '../src/db/open.js';
@@ -43,20 +43,6 @@ function parseOnly(): void {
   for (let i = 0; i < n; i++) mapMessage(Hl7v2Message.parse(splitEnvelope(buf).messages[0]!), DEFAULT_MAPPING);
   const map = n / ((performance.now() - t) / 1000);
   console.log(`parse only (10-OBX ORU^R01): ${Math.round(parse)} msgs/s; parse + map to a Bundle: ${Math.round(map)} msgs/s`);
-}
-
-/** A fresh schema on `url` for one run: its URL (search_path set) and how to drop it. */
-async function scratchSchema(url: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const schema = `bench_mllp_${process.pid}`;
-  const admin = async (sql: string) => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    await c.query(sql).finally(() => c.end());
-  };
-  await admin(`CREATE SCHEMA ${schema}`);
-  const u = new URL(url);
-  u.searchParams.set('options', `-c search_path=${schema},public`);
-  return { url: u.toString(), drop: () => admin(`DROP SCHEMA ${schema} CASCADE`) };
 }
 
 async function endToEnd(label: string, databaseUrl?: string): Promise<void> {
@@ -115,7 +101,7 @@ async function endToEnd(label: string, databaseUrl?: string): Promise<void> {
 parseOnly();
 await endToEnd('PGlite (in memory)');
 if (process.env.DATABASE_URL) {
-  const scratch = await scratchSchema(process.env.DATABASE_URL);
+  const scratch = await scratchSchema(process.env.DATABASE_URL, 'bench_mllp');
   try {
     await endToEnd('PostgreSQL', scratch.url);
   } finally {
