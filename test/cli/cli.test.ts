@@ -160,6 +160,19 @@ describe('conflux CLI', () => {
     expect(shown.stdout).toContain('CLI-MRN-1');
     const replay = conflux(['messages', 'replay', rows[0].id, '--json'], env);
     expect(replay.code, replay.stdout).toBe(0);
+    // The whole store's search index rewritten: the patient and its results from CLI-1 at least.
+    const reindexed = conflux(['reindex', '--json'], env);
+    expect(reindexed.code, reindexed.stderr + reindexed.stdout).toBe(0);
+    expect((JSON.parse(reindexed.stdout) as { byType: Record<string, number> }).byType.Patient).toBeGreaterThan(0);
+    // Retention by hand: the message and its replay are finished and older than the cut, so both go.
+    const bad = conflux(['messages', 'prune', '--before', 'yesterday-ish', '--json'], env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stdout + bad.stderr).toMatch(/before must be an ISO date-time/);
+    const pruned = conflux(['messages', 'prune', '--before', new Date(Date.now() + 60_000).toISOString(), '--json'], env);
+    expect(pruned.code, pruned.stderr + pruned.stdout).toBe(0);
+    expect((JSON.parse(pruned.stdout) as { deleted: number }).deleted).toBeGreaterThanOrEqual(2);
+    const after = JSON.parse(conflux(['messages', 'list', '--control-id', 'CLI-1', '--json'], env).stdout) as { messages?: unknown[] } | unknown[];
+    expect(Array.isArray(after) ? after : (after.messages ?? [])).toEqual([]);
   }
 
   function deviceCommands(env: Record<string, string>): void {
