@@ -4,11 +4,9 @@ import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import { CLI_COMMANDS, type CliArgs, type CliCommand } from './cli-commands.js';
 import { loadConfig, type Config } from './config.js';
-import { migrate } from './db/migrate.js';
-import { openDatabase } from './db/open.js';
-import { startPlugins } from './plugins.js';
-import { createRuntime } from './runtime.js';
-import { serverInfoPath, startServer } from './server.js';
+import { isWorker, receiveStart, reportReady, serverInfoPath, superviseWorkers } from './supervisor.js';
+// The server's modules (Express, the FHIR definitions, the database drivers, the facades) are imported where they
+// are used: the supervisor of WORKERS processes and an admin command talking to a running server never load them.
 
 const BOOLEAN_FLAGS = new Set(['json', 'open', 'confidential', 'all', 'rebuild', 'paused', 'replace', 'tls', 'tls-insecure']);
 
@@ -46,6 +44,7 @@ async function runAdminCommand(config: Config, cmd: CliCommand, args: CliArgs): 
   const running = await findRunningServer(config);
   if (running) return call(running.url, running.adminToken, cmd, args);
   console.error('conflux: no running server found; running the command in-process on the database');
+  const [{ createRuntime }, { startPlugins }] = await Promise.all([import('./runtime.js'), import('./plugins.js')]);
   const rt = await createRuntime(config);
   const facades = await startPlugins(rt, false);
   const server = http.createServer(rt.app);
@@ -111,10 +110,23 @@ async function main(argv: string[]): Promise<number> {
   const out = (value: unknown, human: string) => console.log(json ? JSON.stringify(value) : human);
   switch (words[0]) {
     case 'serve': {
-      const server = await startServer(config);
+      // PostgreSQL with WORKERS > 1: this process supervises the server processes (each one comes back here).
+      if (config.workers > 1 && !isWorker()) return superviseWorkers(config);
+      const { startServer } = await import('./server.js');
+      const started = isWorker()
+        ? receiveStart().then(async ({ adminToken }) => {
+            const s = await startServer(config, { supervised: { adminToken } });
+            reportReady(s.url);
+            return s;
+          })
+        : startServer(config);
+      let stopping = false;
       const shutdown = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
         console.log(`${signal} received`);
-        server.stop().then(
+        // A signal during start stops the server once it is up (a failed start exits through main's catch).
+        started.then((server) => server.stop()).then(
           () => process.exit(0),
           (err) => {
             console.error(err);
@@ -122,11 +134,25 @@ async function main(argv: string[]): Promise<number> {
           },
         );
       };
-      process.once('SIGTERM', () => shutdown('SIGTERM'));
-      process.once('SIGINT', () => shutdown('SIGINT'));
+      if (isWorker()) {
+        // A signal to the whole process group (Ctrl-C, `timeout`, a process manager) reaches the workers and the
+        // supervisor, which then sends its own SIGTERM: one graceful stop, never a second signal's default kill.
+        // SIGINT is the supervisor's to act on, so that it knows it is stopping before any worker exits.
+        process.on('SIGTERM', () => shutdown('SIGTERM'));
+        process.on('SIGINT', () => undefined);
+      } else {
+        process.once('SIGTERM', () => shutdown('SIGTERM'));
+        process.once('SIGINT', () => shutdown('SIGINT'));
+      }
+      await started;
+      // A server that has just started still holds the garbage of loading the FHIR definitions (on Node 24 over
+      // 100 MB), which an idle process would keep until load forced a collection: one full collection now returns
+      // it. `gc` exists when node runs with --expose-gc, as `npm start` runs it.
+      (globalThis as { gc?: () => void }).gc?.();
       return -1;
     }
     case 'migrate': {
+      const [{ openDatabase }, { migrate }] = await Promise.all([import('./db/open.js'), import('./db/migrate.js')]);
       const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
       try {
         const applied = await migrate(db);

@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -18,7 +19,9 @@ import { loadFhirDefinitions } from './fhir/definitions.js';
 import { fhirErrorHandler, fhirExpressRouter } from './http/fhir-express.js';
 import { buildOpenApi, docsPage } from './http/openapi.js';
 
-const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+// From the package root: compiled, this module runs from dist/src/, one folder deeper than src/.
+const PACKAGE_ROOT = new URL(import.meta.url.endsWith('.ts') ? '../' : '../../', import.meta.url);
+const pkg = JSON.parse(readFileSync(new URL('package.json', PACKAGE_ROOT), 'utf8')) as { version: string };
 export const VERSION = pkg.version;
 
 /**
@@ -124,7 +127,8 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
   app.get('/healthz', async (_req, res) => {
     try {
       await db.query('SELECT 1');
-      res.json({ status: 'ok', database: db.kind, version: VERSION });
+      // pid and, under the supervisor, the cluster worker id: which process answered (operators, tests).
+      res.json({ status: 'ok', database: db.kind, version: VERSION, pid: process.pid, ...(cluster.worker ? { worker: cluster.worker.id } : {}) });
     } catch (err) {
       res.status(503).json({ status: 'unavailable', database: db.kind, error: (err as Error).message });
     }

@@ -1,13 +1,14 @@
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import path from 'node:path';
 import type { Config } from './config.js';
 import { makeLogger } from './facade.js';
 import { startPlugins } from './plugins.js';
 import { createRuntime, type Runtime } from './runtime.js';
 import { startExportWorker } from './export/index.js';
 import { startMessagePruner } from './messages/pruner.js';
+import { localHost, removeOwnServerInfo, serverInfoPath, writeServerInfo } from './supervisor.js';
+
+export { serverInfoPath };
 
 const log = makeLogger('server');
 
@@ -18,24 +19,21 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-/** Where a running server tells local CLI invocations how to reach its admin API. */
-export function serverInfoPath(config: Config): string {
-  return path.join(config.dataDir, 'server.json');
-}
-
-/** Removes server.json only if it still describes this process (never another server's). */
-async function removeOwnInfoFile(file: string): Promise<void> {
-  try {
-    const info = JSON.parse(await readFile(file, 'utf8')) as { pid?: number };
-    if (info.pid === process.pid) await rm(file, { force: true });
-  } catch {
-    /* already gone */
-  }
+export interface StartOptions {
+  /** Use this database (tests): then no server.json is written either. */
+  db?: Runtime['db'];
+  /**
+   * One of the supervisor's workers (src/supervisor.ts): the supervisor owns server.json, and every worker accepts
+   * its admin token, whichever worker a CLI's connection reaches.
+   */
+  supervised?: { adminToken: string };
 }
 
 /** Starts HTTP and every plug-in's listeners; `stop` drains in-flight requests, then closes everything. */
-export async function startServer(config: Config, opts: { db?: Runtime['db'] } = {}): Promise<RunningServer> {
+export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const runtime = await createRuntime(config, { db: opts.db });
+  if (opts.supervised) runtime.adminToken = opts.supervised.adminToken;
+  const ownsInfoFile = !opts.db && !opts.supervised;
   const facades = await startPlugins(runtime, true);
   startExportWorker(runtime);
   startMessagePruner(runtime, log);
@@ -43,16 +41,11 @@ export async function startServer(config: Config, opts: { db?: Runtime['db'] } =
     const bar = '!'.repeat(78);
     log.warn(`\n${bar}\n!! AUTH=off: every FHIR, DICOMweb and admin request is served WITHOUT authorization.\n!! For local exploration only. Never expose this server to a network or real patient data.\n${bar}`);
   }
-  const infoFile = serverInfoPath(config);
   // Written before the port opens when the port is known, so a CLI that finds /healthz up also finds it.
   const writeInfo = async (url: string) => {
-    if (opts.db) return;
-    await mkdir(config.dataDir, { recursive: true });
-    // Readable only by this user: the token grants the whole admin API.
-    await writeFile(infoFile, JSON.stringify({ url, pid: process.pid, adminToken: runtime.adminToken }), { mode: 0o600 });
+    if (ownsInfoFile) await writeServerInfo(config, url, runtime.adminToken);
   };
-  // The address a local CLI can reach: loopback when listening on every interface.
-  const local = ['0.0.0.0', '::'].includes(config.host) ? '127.0.0.1' : config.host;
+  const local = localHost(config);
   if (config.port !== 0) await writeInfo(`http://${local}:${config.port}`);
   const server = http.createServer(runtime.app);
   server.keepAliveTimeout = 65_000;
@@ -62,7 +55,7 @@ export async function startServer(config: Config, opts: { db?: Runtime['db'] } =
       server.listen(config.port, config.host, () => resolve());
     });
   } catch (err) {
-    if (!opts.db) await removeOwnInfoFile(infoFile);
+    if (ownsInfoFile) await removeOwnServerInfo(config);
     await runtime.close();
     throw err;
   }
@@ -92,7 +85,7 @@ export async function startServer(config: Config, opts: { db?: Runtime['db'] } =
       clearTimeout(force);
       for (const f of facades.reverse()) await f.stop().catch((err) => log.error(`facade stop: ${(err as Error).message}`));
       await runtime.close();
-      if (!opts.db) await removeOwnInfoFile(infoFile);
+      if (ownsInfoFile) await removeOwnServerInfo(config);
       log.info('stopped');
     })());
   return { runtime, http: server, url, stop };

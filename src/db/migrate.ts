@@ -3,7 +3,9 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import type { Database } from './database.js';
 
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
+// From the package root: compiled, this module runs from dist/src/db/, one folder deeper than src/db/.
+const PACKAGE_ROOT = new URL(import.meta.url.endsWith('.ts') ? '../../' : '../../../', import.meta.url);
+export const MIGRATIONS_DIR = fileURLToPath(new URL('migrations/', PACKAGE_ROOT));
 
 /**
  * Applies `migrations/NNN_name.sql` in numeric order, each in its own transaction, recording it in

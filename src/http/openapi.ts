@@ -2,7 +2,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
-const OPENAPI_DIR = fileURLToPath(new URL('../../openapi/', import.meta.url));
+// From the package root: compiled, this module runs from dist/src/http/, one folder deeper than src/http/.
+const PACKAGE_ROOT = new URL(import.meta.url.endsWith('.ts') ? '../../' : '../../../', import.meta.url);
+const OPENAPI_DIR = fileURLToPath(new URL('openapi/', PACKAGE_ROOT));
 
 interface OpenApiDoc {
   openapi: string;
