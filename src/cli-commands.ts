@@ -41,9 +41,10 @@ const camelFlags = (a: CliArgs, omit: string[] = []) => {
 export const CLI_COMMANDS: CliCommand[] = [
   { words: 'status', summary: 'server status', method: 'GET', path: () => '/admin/status' },
   { words: 'reindex', summary: 'rewrite the search index of every stored resource (--type T for one type), e.g. after an upgrade that indexes more', method: 'POST', path: () => '/admin/reindex', body: (a) => ({ type: a.flags.type }) },
-  { words: 'messages list', summary: 'message log (--status, --type, --control-id, --sender, --patient, --channel, --since, --until, --limit)', method: 'GET', path: () => '/admin/messages' },
+  { words: 'messages list', summary: 'message log (--status, --type, --control-id, --sender, --patient, --channel, --hold-kind association|identity-conflict, --since, --until, --limit)', method: 'GET', path: () => '/admin/messages' },
   { words: 'messages show', summary: 'one logged message with its raw bytes and ACK', method: 'GET', path: (a) => `/admin/messages/${need(a, 'message id')}` },
   { words: 'messages prune', summary: 'delete finished (processed or error) messages received before --before ISO; held ones stay', method: 'POST', path: () => '/admin/messages/prune', body: (a) => ({ before: a.flags.before }) },
+  { words: 'messages resolve', summary: 'decide a message held for an identity conflict (<id> --action file-as-new|reject [--note TEXT], a note is required to reject); audited', method: 'POST', path: (a) => `/admin/messages/${need(a, 'message id')}/resolve`, body: (a) => ({ action: a.flags.action, note: a.flags.note }) },
   { words: 'messages replay', summary: 're-run a logged inbound message (<id>) after a mapping or config fix', method: 'POST', path: (a) => `/admin/messages/${need(a, 'message id')}/replay` },
   // SMART (smart/admin.ts). --jwks-file is read here, on the operator's side: the server never opens paths it is given.
   { words: 'client add', summary: 'register a SMART client (--name, --redirect-uri (repeatable), --launch-uri, --confidential, --jwks-url or --jwks-file, --scope); prints client_id (and secret)', method: 'POST', path: () => '/admin/clients', body: smartClientBody },
@@ -58,7 +59,7 @@ export const CLI_COMMANDS: CliCommand[] = [
   { words: 'held list', summary: 'readings held for want of a patient-device association (--status held|assigned|discarded|all)', method: 'GET', path: () => '/admin/held-readings' },
   { words: 'held assign', summary: 'file a held reading to a patient (<id> --patient ID [--note TEXT])', method: 'POST', path: (a) => `/admin/held-readings/${need(a, 'held reading id')}/assign`, body: (a) => camelFlags(a) },
   // HL7 v2 outbound (facades/hl7v2/outbound, docs/hl7v2-outbound.md).
-  { words: 'destination add', summary: 'add an HL7 v2 destination (--name --host --port --profile epic|cerner|generic --types ORU,ORM [--tls --tls-ca F --tls-cert F --tls-key F --tls-servername H --tls-insecure] [--filter "DiagnosticReport?category=LAB" (repeatable)] [--ack-timeout MS] [--retry-max-attempts N --retry-initial-ms MS --retry-max-ms MS] [--sending-application --sending-facility --receiving-application --receiving-facility --version --time-zone --option key=value (repeatable)] [--paused] [--replace])', method: 'POST', path: () => '/admin/outbound/destinations', body: destinationBody },
+  { words: 'destination add', summary: 'add an HL7 v2 destination (--name --host --port --profile epic|cerner|generic --types ORU,ORM [--tls --tls-ca F --tls-cert F --tls-key F --tls-servername H --tls-insecure] [--filter "DiagnosticReport?category=LAB" (repeatable)] [--statuses preliminary,final,corrected,amended (result statuses it takes; default: all a lab interface carries)] [--ack-timeout MS] [--retry-max-attempts N --retry-initial-ms MS --retry-max-ms MS] [--sending-application --sending-facility --receiving-application --receiving-facility --version --time-zone --option key=value (repeatable)] [--paused] [--replace])', method: 'POST', path: () => '/admin/outbound/destinations', body: destinationBody },
   { words: 'destination list', summary: 'HL7 v2 destinations with queued/sending/delivered/dead counts', method: 'GET', path: () => '/admin/outbound/destinations' },
   { words: 'destination show', summary: 'one destination (<name>)', method: 'GET', path: (a) => `/admin/outbound/destinations/${need(a, 'destination name')}` },
   { words: 'destination pause', summary: 'stop sending to a destination (<name>); messages keep queueing', method: 'POST', path: (a) => `/admin/outbound/destinations/${need(a, 'destination name')}/pause` },
@@ -123,6 +124,7 @@ function destinationBody(a: CliArgs): unknown {
     profile: one('profile'),
     types: one('types'),
     filter: f.filter === undefined ? undefined : [f.filter].flat().map(String),
+    statuses: one('statuses'),
     ackTimeoutMs: num('ack-timeout'),
     retry: Object.values(retry).some((v) => v !== undefined) ? retry : undefined,
     tls: tlsWanted ? { ca: one('tls-ca'), cert: one('tls-cert'), key: one('tls-key'), servername: one('tls-servername'), rejectUnauthorized: f['tls-insecure'] === undefined ? undefined : false } : undefined,

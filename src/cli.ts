@@ -114,8 +114,8 @@ async function main(argv: string[]): Promise<number> {
       if (config.workers > 1 && !isWorker()) return superviseWorkers(config);
       const { startServer } = await import('./server.js');
       const started = isWorker()
-        ? receiveStart().then(async ({ adminToken }) => {
-            const s = await startServer(config, { supervised: { adminToken } });
+        ? receiveStart().then(async ({ adminToken, slot }) => {
+            const s = await startServer(config, { supervised: { adminToken, slot } });
             reportReady(s.url);
             return s;
           })

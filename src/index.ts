@@ -14,5 +14,8 @@ export { loadFhirDefinitions } from './fhir/definitions.js';
 export { assertValidResource, isResourceType } from './fhir/validation.js';
 export { searchResources, searchIds, patientCompartmentsOf, type SearchAccess, type SearchRequest } from './fhir/search/index.js';
 export { VERSION } from './runtime.js';
+export { mergePatients, isMergeRepoint, PATIENT_AUDIT_SYSTEM, type PatientMergeRequest, type PatientMergeResult } from './fhir/patient-merge.js';
 export * from './devices/index.js';
 export * from './messages/message-log.js';
+export { guardPatientIdentity, type ConflictPolicy, type GuardResult, type IdentityConflict } from './fhir/identity-guard.js';
+export * from './messages/held-resolution.js';

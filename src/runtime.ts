@@ -38,6 +38,8 @@ export interface Runtime {
   admin: express.Router;
   /** Mounted at the root before /fhir: smart/ adds /auth/*, discovery and friends here. */
   publicRoutes: express.Router;
+  /** Under the supervisor, this worker's slot (0 … WORKERS-1, kept across restarts); undefined when it runs alone. */
+  workerSlot?: number;
   /** Loopback admin token (CLI → running server); also accepted by `adminGuard`. */
   adminToken: string;
   /** Turns an HTTP request into an access policy. smart/ replaces it; the default refuses when auth is on. */

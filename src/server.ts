@@ -26,13 +26,16 @@ export interface StartOptions {
    * One of the supervisor's workers (src/supervisor.ts): the supervisor owns server.json, and every worker accepts
    * its admin token, whichever worker a CLI's connection reaches.
    */
-  supervised?: { adminToken: string };
+  supervised?: { adminToken: string; slot: number };
 }
 
 /** Starts HTTP and every plug-in's listeners; `stop` drains in-flight requests, then closes everything. */
 export async function startServer(config: Config, opts: StartOptions = {}): Promise<RunningServer> {
   const runtime = await createRuntime(config, { db: opts.db });
-  if (opts.supervised) runtime.adminToken = opts.supervised.adminToken;
+  if (opts.supervised) {
+    runtime.adminToken = opts.supervised.adminToken;
+    runtime.workerSlot = opts.supervised.slot;
+  }
   const ownsInfoFile = !opts.db && !opts.supervised;
   const facades = await startPlugins(runtime, true);
   startExportWorker(runtime);

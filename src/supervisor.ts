@@ -69,6 +69,8 @@ export interface StartMessage {
   type: 'conflux:start';
   /** The admin token in server.json: every worker accepts it, whichever one the CLI's connection lands on. */
   adminToken: string;
+  /** 0 … WORKERS-1, kept by a restarted worker: duties only one process may have (serial ports) go to slot 0. */
+  slot: number;
 }
 /** Worker → primary: listening and serving. */
 interface ReadyMessage {
@@ -175,7 +177,7 @@ export async function superviseWorkers(config: Config): Promise<number> {
       slot.worker = worker;
       slot.readyAt = undefined;
       worker.on('message', (m: unknown) => {
-        if (isMessage<HelloMessage>(m, 'conflux:hello')) worker.send({ type: 'conflux:start', adminToken } satisfies StartMessage);
+        if (isMessage<HelloMessage>(m, 'conflux:hello')) worker.send({ type: 'conflux:start', adminToken, slot: slots.indexOf(slot) } satisfies StartMessage);
         else if (isMessage<ReadyMessage>(m, 'conflux:ready')) {
           slot.readyAt = Date.now();
           log.info(`worker ${worker.id} (pid ${pid}) serving`);

@@ -10,8 +10,10 @@ import { systemAccess } from '../../src/fhir/access.js';
 import type { FhirRouter } from '../../src/fhir/router.js';
 import type { Database, Tx } from '../../src/db/database.js';
 import type { Logger } from '../../src/facade.js';
+import { guardPatientIdentity } from '../../src/index.js';
 import { type DicomConfig, issuerToSystem } from './config.js';
 import { type DicomJson, str } from './part10.js';
+import { patientIdentity } from './patient-identity.js';
 
 export const DICOM_UID_SYSTEM = 'urn:dicom:uid';
 const DCM = 'http://dicom.nema.org/resources/ontology/DCM';
@@ -62,6 +64,14 @@ function personName(dicom: string): Patient['name'] {
   return Object.keys(name).length ? [name] : undefined;
 }
 
+/** The study's ImagingStudy belongs to another Patient than the index says: the sync refuses to move it. */
+export class StudyIdentityConflict extends Error {
+  changeSeq?: string | number;
+  constructor(studyUid: string, existing: string, existingPatient: string) {
+    super(`${existing} (study ${studyUid}) belongs to ${existingPatient}, not to the patient the DICOM index names; not moved, resolve it by hand`);
+  }
+}
+
 export class ImagingStudySync {
   private running = new Map<string, Promise<void>>();
   private endpointId?: string;
@@ -74,12 +84,14 @@ export class ImagingStudySync {
     private readonly log: Logger,
   ) {}
 
-  /** Patient identifier for an instance's PatientID/issuer (the same rule the HL7 facade uses). */
+  /**
+   * Patient identifier for an instance's PatientID/issuer (the same rule the HL7 facade uses). The identity it
+   * starts from is the one the store's conflict check compares (patient-identity.ts), so both agree on "same patient".
+   */
   patientIdentifier(row: { patient_id: string; issuer: string; attrs: DicomJson }, sourceAe = ''): { system: string; value: string } | undefined {
-    if (!row.patient_id) return undefined;
-    const q = row.attrs['00100024']?.Value?.[0] as DicomJson | undefined;
-    const issuer = row.issuer || (q ? '' : this.cfg.defaultIssuer ?? sourceAe);
-    return { system: issuerToSystem(issuer, str(q, '00400032'), str(q, '00400033'), this.cfg), value: row.patient_id };
+    const id = patientIdentity(row, this.cfg.defaultIssuer, sourceAe);
+    if (!id) return undefined;
+    return { system: issuerToSystem(id.issuer, id.universalId, id.universalIdType, this.cfg), value: id.patientId };
   }
 
   /** Syncs every dirty study (or the given ones); never throws — failures stay dirty for the next run. */
@@ -92,7 +104,14 @@ export class ImagingStudySync {
       const prev = this.running.get(uid);
       const next = (prev ?? Promise.resolve())
         .then(() => this.syncOne(uid))
-        .catch((err) => {
+        .catch(async (err) => {
+          if (err instanceof StudyIdentityConflict) {
+            // Retrying cannot help until someone decides: stop re-syncing this version of the study (a new
+            // instance marks it dirty again and it is checked again) and say so once.
+            this.log.error(`ImagingStudy sync of ${uid} refused: ${err.message}`);
+            await this.db.query('UPDATE dicom_study SET fhir_dirty = false WHERE study_uid = $1 AND change_seq = $2', [uid, err.changeSeq ?? -1]).catch(() => undefined);
+            return;
+          }
           // A cached Endpoint that was deleted meanwhile would fail every sync: look it up again next time.
           this.endpointId = undefined;
           this.log.error(`ImagingStudy sync of ${uid} failed: ${(err as Error).message}`);
@@ -104,19 +123,21 @@ export class ImagingStudySync {
   }
 
   private async syncOne(studyUid: string): Promise<void> {
-    const s = (await this.db.query<StudyRow>('SELECT * FROM dicom_study WHERE study_uid = $1', [studyUid])).rows[0];
-    if (!s) return;
-    const series = (await this.db.query<SeriesRow>('SELECT * FROM dicom_series WHERE study_uid = $1 ORDER BY series_number NULLS LAST, series_uid', [studyUid])).rows;
-    const instances = (
-      await this.db.query<{ series_uid: string; sop_uid: string; sop_class_uid: string; instance_number: number | null; source_ae: string }>(
-        'SELECT series_uid, sop_uid, sop_class_uid, instance_number, source_ae FROM dicom_instance WHERE study_uid = $1 ORDER BY instance_number NULLS LAST, sop_uid',
-        [studyUid],
-      )
-    ).rows;
-    const bySeries = new Map<string, typeof instances>();
-    for (const i of instances) bySeries.set(i.series_uid, [...(bySeries.get(i.series_uid) ?? []), i]);
-
     await this.db.transaction(async (tx) => {
+      // The study row is locked before its parts are read: two workers syncing one study take turns, and the later one
+      // sees (and writes) the newer instances, so an older view never overwrites a newer ImagingStudy.
+      const s = (await tx.query<StudyRow>('SELECT * FROM dicom_study WHERE study_uid = $1 FOR UPDATE', [studyUid])).rows[0];
+      if (!s) return;
+      const series = (await tx.query<SeriesRow>('SELECT * FROM dicom_series WHERE study_uid = $1 ORDER BY series_number NULLS LAST, series_uid', [studyUid])).rows;
+      const instances = (
+        await tx.query<{ series_uid: string; sop_uid: string; sop_class_uid: string; instance_number: number | null; source_ae: string }>(
+          'SELECT series_uid, sop_uid, sop_class_uid, instance_number, source_ae FROM dicom_instance WHERE study_uid = $1 ORDER BY instance_number NULLS LAST, sop_uid',
+          [studyUid],
+        )
+      ).rows;
+      const bySeries = new Map<string, typeof instances>();
+      for (const i of instances) bySeries.set(i.series_uid, [...(bySeries.get(i.series_uid) ?? []), i]);
+
       const entries: BundleEntry[] = [];
       const pid = this.patientIdentifier(s, instances[0]?.source_ae ?? '');
       const patient: Patient = {
@@ -195,7 +216,16 @@ export class ImagingStudySync {
         resource: study,
         request: { method: 'PUT', url: `ImagingStudy?identifier=${encodeURIComponent(`${DICOM_UID_SYSTEM}|urn:oid:${studyUid}`)}` },
       });
-      const bundle: Bundle = { resourceType: 'Bundle', type: 'transaction', entry: entries };
+      // The index never lets a study change patient (store.ts), but the FHIR side may have been changed since
+      // (a Patient identifier edited, an ImagingStudy re-pointed through REST): the sync never moves an
+      // ImagingStudy to another Patient either; it reports the study and leaves the FHIR side as it is.
+      const guarded = await guardPatientIdentity(tx, { resourceType: 'Bundle', type: 'transaction', entry: entries }, 'refuse');
+      if (guarded.conflicts.length) {
+        const e = new StudyIdentityConflict(studyUid, guarded.conflicts[0]!.existing, guarded.conflicts[0]!.existingPatient);
+        e.changeSeq = s.change_seq;
+        throw e;
+      }
+      const bundle = guarded.bundle;
       const res = await this.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: bundle, access: systemAccess('dicom'), tx });
       const out = res.resource as Bundle;
       const loc = (i: number) => /(?:^|\/)([A-Z][A-Za-z]+)\/([^/]+)(?:\/_history\/[^/]+)?$/.exec(out.entry?.[i]?.response?.location ?? '')?.[2];

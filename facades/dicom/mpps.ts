@@ -11,6 +11,7 @@ import { systemAccess } from '../../src/fhir/access.js';
 import type { FhirRouter } from '../../src/fhir/router.js';
 import type { Repository } from '../../src/fhir/repository.js';
 import { searchIds } from '../../src/fhir/search/index.js';
+import { guardPatientIdentity } from '../../src/index.js';
 import { type DicomConfig, issuerToSystem } from './config.js';
 import { dicomDateTime } from './imaging-study.js';
 import { type DicomJson, str } from './part10.js';
@@ -111,7 +112,15 @@ export class MppsService {
       ...(str(attrs, '00400241') ? { location: { display: `${str(attrs, '00400241')}` } } : {}),
     };
     entries.push({ resource: procedure, request: { method: 'PUT', url: `Procedure?identifier=${encodeURIComponent(`urn:dicom:uid|urn:oid:${sopUid}`)}` } });
-    const res = await this.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: { resourceType: 'Bundle', type: 'transaction', entry: entries }, access: systemAccess('dicom'), tx });
+    // An N-SET naming another patient than the step's Procedure has (a changed Patient ID, a re-pointed order)
+    // must not move the Procedure to that patient (DESIGN principle 5): refused, the step stays as it was.
+    const guarded = await guardPatientIdentity(tx, { resourceType: 'Bundle', type: 'transaction', entry: entries }, 'refuse');
+    if (guarded.conflicts.length) {
+      const c = guarded.conflicts[0]!;
+      const other = c.existingPatientIdentifiers.map((i) => i.value).filter(Boolean)[0];
+      throw new MppsError(0x0110, `MPPS is another patient's${other ? ` (ID ${other})` : ''}: ${c.existing}`);
+    }
+    const res = await this.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: guarded.bundle, access: systemAccess('dicom'), tx });
     const out = res.resource as import('@medplum/fhirtypes').Bundle;
     const location = out.entry?.[entries.length - 1]?.response?.location ?? '';
     return /(?:^|\/)Procedure\/([^/]+)(?:\/_history\/[^/]+)?$/.exec(location)?.[1] ?? '';

@@ -7,8 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import type { BlobStore } from '../../src/blob/index.js';
 import type { Database } from '../../src/db/database.js';
-import { recordMessage } from '../../src/messages/message-log.js';
+import { type HoldKind, recordMessage } from '../../src/messages/message-log.js';
 import { DicomParseError, type DicomJson, type ParsedHeader, num, parsePart10Header, str } from './part10.js';
+import { describeStoredPatient, patientIdentity, patientKey, studyPatientKeySql } from './patient-identity.js';
 
 /** How much of an instance is kept in memory for the header parse; files whose header is longer are re-read. */
 const PREFIX_BYTES = 256 * 1024;
@@ -25,15 +26,61 @@ export const STATUS = {
   cannotUnderstand: 0xc000,
   processingFailure: 0x0110,
   sopClassNotSupported: 0x0122,
+  /**
+   * The instance's Study (Series, SOP Instance) UID already belongs to another patient. PS3.4 B.2.3 has no
+   * status for it; of its failure classes, Cxxx "Error: Cannot understand" (implementation-specific low bits)
+   * is the one that fits: A7xx "Refused: Out of Resources" tells a modality to retry later (it would resend
+   * the refused instance until someone acts) and A9xx claims the data set does not match its SOP class,
+   * which is false. 0xC001 keeps it apart from 0xC000 (malformed data) in logs and STOW FailureReason.
+   */
+  identityConflict: 0xc001,
 } as const;
+
+export interface IngestErrorDetail {
+  /** What the sender reads in Error Comment (0000,0902), an LO of at most 64 characters; default: the message. */
+  comment?: string;
+  /** Set when the instance is kept in the message log as held for an operator instead of as an error. */
+  holdKind?: HoldKind;
+  sopUid?: string;
+  sopClassUid?: string;
+}
 
 export class IngestError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    readonly detail: IngestErrorDetail = {},
   ) {
     super(message);
   }
+
+  /** The Error Comment: DIMSE and STOW-RS both carry it as LO (64 characters at most). */
+  get comment(): string {
+    return (this.detail.comment ?? this.message).slice(0, 64);
+  }
+}
+
+/** The instance's Study, Series or SOP Instance UID is another patient's: refused, held for an operator. */
+export function identityConflictError(c: { via: 'study' | 'series' | 'instance'; study_uid: string; patient_id: string; issuer: string }, uids: { studyUid: string; seriesUid: string; sopUid: string; sopClassUid: string }): IngestError {
+  const other = describeStoredPatient(c.patient_id, c.issuer);
+  const what =
+    c.via === 'study'
+      ? `Study Instance UID ${c.study_uid} already belongs to a study of another patient, ${other}`
+      : c.via === 'series'
+        ? `Series Instance UID ${uids.seriesUid} already belongs to study ${c.study_uid} of another patient, ${other}`
+        : `SOP Instance UID ${uids.sopUid} is already stored in study ${c.study_uid} of another patient, ${other}`;
+  // The comment must fit 64 characters: the other patient's ID first (what an operator looks up), then as much
+  // of the study UID as fits (its tail, which is what differs between studies of one site).
+  const pid = c.patient_id ? `patient ID ${c.patient_id}` : 'an unidentified patient';
+  const head = `${c.via === 'study' ? 'Study' : c.via === 'series' ? 'Series' : 'SOP UID'} is ${pid}'s, study `;
+  const room = 64 - head.length;
+  // ASCII only: LO is in the default character repertoire, and 64 is a count of bytes there.
+  const study = c.study_uid.length <= room ? c.study_uid : room > 8 ? `...${c.study_uid.slice(-(room - 3))}` : '';
+  return new IngestError(STATUS.identityConflict, `${what}; refused and held for review (not stored, nothing changed)`, {
+    comment: (study ? head + study : head.slice(0, -", study ".length)).slice(0, 64),
+    holdKind: 'identity-conflict',
+    ...uids,
+  });
 }
 
 export interface StoredInstance {
@@ -142,10 +189,90 @@ export interface IndexedInstanceRow {
   metadata: DicomJson;
 }
 
+/** Text of the error the index statement raises to undo itself when it lost a race (see INDEX_SQL). */
+const RACED = 'conflux: identity check raced';
+
+interface Conflict {
+  via: 'study' | 'series' | 'instance';
+  study_uid: string;
+  patient_id: string;
+  issuer: string;
+}
+
+interface IndexRow {
+  old_key: string | null;
+  old_study: string | null;
+  old_series: string | null;
+  /** JSON of a `Conflict` when the instance names another patient than its UIDs already belong to. */
+  conflict: string | null;
+}
+
+/**
+ * Indexes one instance in one statement (data-modifying CTEs share a snapshot and commit together): one round
+ * trip per instance instead of six, which is most of the C-STORE cost on an embedded database.
+ *
+ * Identity (DESIGN principle 5): `owner` lists the studies this instance's UIDs already belong to (its study,
+ * the study of its series, the study a resent SOP Instance UID was in) with each one's patient key. When any is
+ * another patient's, nothing is written and the statement returns that study as `conflict`. The check sees the
+ * statement's snapshot only; a row another association committed after it is caught by the ON CONFLICT ... WHERE
+ * clauses, which update only rows this statement saw and checked. When one of them declines, the final SELECT
+ * fails on purpose (a cast of a text that names RACED), which rolls back every CTE of the statement, and the
+ * caller runs it again: then the row is in the snapshot and checked like any other.
+ */
+const INDEX_SQL = `WITH prev AS (SELECT blob_key, study_uid, series_uid FROM dicom_instance WHERE sop_uid = $1 FOR UPDATE),
+ owner AS (
+   SELECT s.study_uid, s.patient_id, s.issuer, ${studyPatientKeySql('$33')} AS patient_key,
+          CASE WHEN s.study_uid = $3 THEN 'study'
+               WHEN s.study_uid IN (SELECT study_uid FROM dicom_series WHERE series_uid = $2) THEN 'series' ELSE 'instance' END AS via
+     FROM dicom_study s
+    WHERE s.study_uid = $3
+       OR s.study_uid IN (SELECT study_uid FROM dicom_series WHERE series_uid = $2)
+       OR s.study_uid IN (SELECT study_uid FROM prev)),
+ conflict AS (SELECT via, study_uid, patient_id, issuer FROM owner WHERE patient_key <> $32 ORDER BY via = 'study' DESC, via = 'series' DESC LIMIT 1),
+ st AS (
+   INSERT INTO dicom_study (study_uid, patient_id, issuer, patient_name, patient_birth_date, patient_sex, study_date, study_time,
+                            accession, study_id, description, referring_physician, attrs)
+   SELECT $3, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25::json WHERE NOT EXISTS (SELECT 1 FROM conflict)
+   ON CONFLICT (study_uid) DO UPDATE SET
+     patient_id = EXCLUDED.patient_id, issuer = EXCLUDED.issuer, patient_name = EXCLUDED.patient_name,
+     patient_birth_date = EXCLUDED.patient_birth_date, patient_sex = EXCLUDED.patient_sex,
+     study_date = EXCLUDED.study_date, study_time = EXCLUDED.study_time, accession = EXCLUDED.accession,
+     study_id = EXCLUDED.study_id, description = EXCLUDED.description, referring_physician = EXCLUDED.referring_physician,
+     attrs = EXCLUDED.attrs, fhir_dirty = true, change_seq = dicom_study.change_seq + 1, updated_at = now()
+     WHERE EXISTS (SELECT 1 FROM owner o WHERE o.study_uid = dicom_study.study_uid)
+   RETURNING 1),
+ se AS (
+   INSERT INTO dicom_series (series_uid, study_uid, modality, series_number, description, body_part, series_date, attrs)
+   SELECT $2, $3, $26, $27, $28, $29, $30, $31::json WHERE NOT EXISTS (SELECT 1 FROM conflict)
+   ON CONFLICT (series_uid) DO UPDATE SET study_uid = EXCLUDED.study_uid, modality = EXCLUDED.modality, series_number = EXCLUDED.series_number,
+     description = EXCLUDED.description, body_part = EXCLUDED.body_part, series_date = EXCLUDED.series_date, attrs = EXCLUDED.attrs
+     WHERE EXISTS (SELECT 1 FROM owner o WHERE o.study_uid = dicom_series.study_uid)
+   RETURNING 1),
+ ins AS (
+   INSERT INTO dicom_instance (sop_uid, series_uid, study_uid, sop_class_uid, instance_number, transfer_syntax, blob_key, size,
+                               pixel_offset, pixel_length, frames, metadata, source_ae)
+   SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::json, $13 WHERE NOT EXISTS (SELECT 1 FROM conflict)
+   ON CONFLICT (sop_uid) DO UPDATE SET series_uid = EXCLUDED.series_uid, study_uid = EXCLUDED.study_uid,
+     sop_class_uid = EXCLUDED.sop_class_uid, instance_number = EXCLUDED.instance_number, transfer_syntax = EXCLUDED.transfer_syntax,
+     blob_key = EXCLUDED.blob_key, size = EXCLUDED.size, pixel_offset = EXCLUDED.pixel_offset, pixel_length = EXCLUDED.pixel_length,
+     frames = EXCLUDED.frames, metadata = EXCLUDED.metadata, source_ae = EXCLUDED.source_ae, received_at = now()
+     WHERE EXISTS (SELECT 1 FROM owner o WHERE o.study_uid = dicom_instance.study_uid)
+   RETURNING 1),
+ written AS (SELECT (SELECT count(*) FROM st) + (SELECT count(*) FROM se) + (SELECT count(*) FROM ins) AS n)
+ SELECT (SELECT blob_key FROM prev) AS old_key, (SELECT study_uid FROM prev) AS old_study, (SELECT series_uid FROM prev) AS old_series,
+        (SELECT row_to_json(c)::text FROM conflict c) AS conflict,
+        CASE WHEN NOT EXISTS (SELECT 1 FROM conflict) AND (SELECT n FROM written) <> 3
+             THEN ('${RACED} (' || (SELECT n FROM written) || ' of 3 rows written)')::int END AS raced`;
+
+/** How many times the index statement is re-run when another association changed the same UIDs meanwhile. */
+const RACE_RETRIES = 3;
+
 export class InstanceStore {
   constructor(
     readonly db: Database,
     readonly blobs: BlobStore,
+    /** DICOM_DEFAULT_ISSUER: part of "same patient" for a Patient ID that comes without an issuer. */
+    readonly identity: { defaultIssuer?: string } = {},
   ) {}
 
   /** Indexes a received blob; on any failure the blob is removed and an IngestError explains why. */
@@ -179,9 +306,10 @@ export class InstanceStore {
       raw,
       sender: opts.sourceAe || null,
       remoteAddress: opts.remoteAddress ?? null,
-      controlId: opts.expectedSopInstanceUid ?? null,
+      controlId: opts.expectedSopInstanceUid ?? err.detail.sopUid ?? null,
       messageType: opts.channel === 'dicomweb' ? 'STOW-RS' : 'C-STORE',
-      status: 'error',
+      status: err.detail.holdKind ? 'held' : 'error',
+      holdKind: err.detail.holdKind ?? null,
       error: `${err.message}${note}`,
       ack: `0x${err.status.toString(16).padStart(4, '0')}`,
     });
@@ -225,73 +353,57 @@ export class InstanceStore {
     const uncompressed = px && px.length >= 0;
     const frames = uncompressed ? (num(ds, '00280008') ?? 1) : null;
 
-    // One statement (data-modifying CTEs share a snapshot and commit together): one round trip per
-    // instance instead of six, which is most of the C-STORE cost on an embedded database.
-    const r = await this.db.query<{ old_key: string | null; old_study: string | null; old_series: string | null }>(
-      `WITH prev AS (SELECT blob_key, study_uid, series_uid FROM dicom_instance WHERE sop_uid = $1 FOR UPDATE),
-       st AS (
-         INSERT INTO dicom_study (study_uid, patient_id, issuer, patient_name, patient_birth_date, patient_sex, study_date, study_time,
-                                  accession, study_id, description, referring_physician, attrs)
-         VALUES ($3, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
-         ON CONFLICT (study_uid) DO UPDATE SET
-           patient_id = EXCLUDED.patient_id, issuer = EXCLUDED.issuer, patient_name = EXCLUDED.patient_name,
-           patient_birth_date = EXCLUDED.patient_birth_date, patient_sex = EXCLUDED.patient_sex,
-           study_date = EXCLUDED.study_date, study_time = EXCLUDED.study_time, accession = EXCLUDED.accession,
-           study_id = EXCLUDED.study_id, description = EXCLUDED.description, referring_physician = EXCLUDED.referring_physician,
-           attrs = EXCLUDED.attrs, fhir_dirty = true, change_seq = dicom_study.change_seq + 1, updated_at = now()
-         RETURNING 1),
-       se AS (
-         INSERT INTO dicom_series (series_uid, study_uid, modality, series_number, description, body_part, series_date, attrs)
-         VALUES ($2, $3, $26, $27, $28, $29, $30, $31)
-         ON CONFLICT (series_uid) DO UPDATE SET study_uid = EXCLUDED.study_uid, modality = EXCLUDED.modality, series_number = EXCLUDED.series_number,
-           description = EXCLUDED.description, body_part = EXCLUDED.body_part, series_date = EXCLUDED.series_date, attrs = EXCLUDED.attrs
-         RETURNING 1),
-       ins AS (
-         INSERT INTO dicom_instance (sop_uid, series_uid, study_uid, sop_class_uid, instance_number, transfer_syntax, blob_key, size,
-                                     pixel_offset, pixel_length, frames, metadata, source_ae)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-         ON CONFLICT (sop_uid) DO UPDATE SET series_uid = EXCLUDED.series_uid, study_uid = EXCLUDED.study_uid,
-           sop_class_uid = EXCLUDED.sop_class_uid, instance_number = EXCLUDED.instance_number, transfer_syntax = EXCLUDED.transfer_syntax,
-           blob_key = EXCLUDED.blob_key, size = EXCLUDED.size, pixel_offset = EXCLUDED.pixel_offset, pixel_length = EXCLUDED.pixel_length,
-           frames = EXCLUDED.frames, metadata = EXCLUDED.metadata, source_ae = EXCLUDED.source_ae, received_at = now()
-         RETURNING 1)
-       SELECT (SELECT blob_key FROM prev) AS old_key, (SELECT study_uid FROM prev) AS old_study, (SELECT series_uid FROM prev) AS old_series,
-              (SELECT count(*) FROM st) + (SELECT count(*) FROM se) + (SELECT count(*) FROM ins) AS written`,
-      [
-        sopUid,
-        seriesUid,
-        studyUid,
-        sopClassUid,
-        intOrNull(num(ds, '00200013')),
-        parsed.transferSyntaxUid,
-        blob.key,
-        blob.size,
-        uncompressed ? px.valueOffset : null,
-        uncompressed ? px.length : null,
-        frames,
-        JSON.stringify(ds),
-        opts.sourceAe ?? '',
-        str(ds, '00100020'),
-        str(ds, '00100021'),
-        str(ds, '00100010'),
-        str(ds, '00100030'),
-        str(ds, '00100040'),
-        str(ds, '00080020'),
-        str(ds, '00080030'),
-        str(ds, '00080050'),
-        str(ds, '00200010'),
-        str(ds, '00081030'),
-        str(ds, '00080090'),
-        JSON.stringify(pick(ds, STUDY_TAGS)),
-        str(ds, '00080060'),
-        intOrNull(num(ds, '00200011')),
-        str(ds, '0008103E'),
-        str(ds, '00180015'),
-        str(ds, '00080021'),
-        JSON.stringify(pick(ds, SERIES_TAGS)),
-      ],
-    );
+    // The patient this instance names, as "same patient" is defined in patient-identity.ts.
+    const incomingKey = patientKey(patientIdentity({ patient_id: str(ds, '00100020'), issuer: str(ds, '00100021'), attrs: ds }, this.identity.defaultIssuer, opts.sourceAe ?? ''), studyUid);
+    const params = [
+      sopUid,
+      seriesUid,
+      studyUid,
+      sopClassUid,
+      intOrNull(num(ds, '00200013')),
+      parsed.transferSyntaxUid,
+      blob.key,
+      blob.size,
+      uncompressed ? px.valueOffset : null,
+      uncompressed ? px.length : null,
+      frames,
+      JSON.stringify(ds),
+      opts.sourceAe ?? '',
+      str(ds, '00100020'),
+      str(ds, '00100021'),
+      str(ds, '00100010'),
+      str(ds, '00100030'),
+      str(ds, '00100040'),
+      str(ds, '00080020'),
+      str(ds, '00080030'),
+      str(ds, '00080050'),
+      str(ds, '00200010'),
+      str(ds, '00081030'),
+      str(ds, '00080090'),
+      JSON.stringify(pick(ds, STUDY_TAGS)),
+      str(ds, '00080060'),
+      intOrNull(num(ds, '00200011')),
+      str(ds, '0008103E'),
+      str(ds, '00180015'),
+      str(ds, '00080021'),
+      JSON.stringify(pick(ds, SERIES_TAGS)),
+      incomingKey,
+      this.identity.defaultIssuer ?? null,
+    ];
+    let r;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        r = await this.db.query<IndexRow>(INDEX_SQL, params);
+        break;
+      } catch (err) {
+        // Another association wrote one of these UIDs after this statement's snapshot was taken: nothing of
+        // this statement was kept; run it again on a fresh snapshot, which sees (and checks) that row.
+        if (attempt < RACE_RETRIES && String((err as Error).message).includes(RACED)) continue;
+        throw err;
+      }
+    }
     const old = r.rows[0];
+    if (old.conflict) throw identityConflictError(JSON.parse(old.conflict) as Conflict, { studyUid, seriesUid, sopUid, sopClassUid });
     if (old.old_study && (old.old_study !== studyUid || old.old_series !== seriesUid)) {
       // A resend that moved the instance: the old study must be re-synced, an emptied series dropped.
       await this.db.transaction(async (tx) => {

@@ -4,12 +4,13 @@
  */
 import type { Bundle } from '@medplum/fhirtypes';
 import type { Facade, FacadeContext } from '../../src/index.js';
-import { systemAccess } from '../../src/index.js';
+import { registerHeldFiling, systemAccess } from '../../src/index.js';
 import type { Tx } from '../../src/index.js';
+import { mergePatients } from '../../src/index.js';
 import { messageAdminRoutes } from './inbound/admin-routes.js';
 import { startMllpListener, tlsFromEnv, type MllpListener } from './inbound/listener.js';
 import { loadMappingConfig } from './inbound/mapping-config.js';
-import type { DevicePort, ProcessorDeps } from './inbound/processor.js';
+import { fileHeldAsNew, type DevicePort, type ProcessorDeps } from './inbound/processor.js';
 import { startOutbound } from './outbound/index.js';
 
 /** Builds what the inbound processor needs from a running Conflux. */
@@ -30,6 +31,8 @@ export async function inboundDeps(ctx: Pick<FacadeContext, 'db' | 'router' | 'lo
       const res = await ctx.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: bundle, access: systemAccess('hl7v2'), tx });
       return res.resource as Bundle;
     },
+    // The router's repository: the same write path (versions, index, outbox hooks) the transaction used.
+    mergePatients: (tx, req) => mergePatients(ctx.router.ctx.repo, tx, req),
   };
 }
 
@@ -37,7 +40,8 @@ export const facade: Facade = {
   name: 'hl7v2',
   async start(ctx: FacadeContext) {
     const deps = await inboundDeps(ctx);
-    ctx.admin.use(messageAdminRoutes(deps));
+    ctx.admin.use(messageAdminRoutes(deps, ctx.repo));
+    registerHeldFiling(['mllp'], (tx, message) => fileHeldAsNew(deps, tx, message));
     let listener: MllpListener | undefined;
     if (ctx.listen) {
       const env = ctx.config.env;

@@ -4,14 +4,14 @@
  * are implausible, lie in the future, or have no unambiguous patient are held for an operator.
  * Each report commits in one transaction (bundle or hold, plus counters).
  */
-import type { Bundle, Identifier } from '@medplum/fhirtypes';
-import { countReadings, explainAssociation, findDeviceIds, holdForAssociation, normalizeIdentifiers } from '../../src/index.js';
-import type { DeviceStore } from '../../src/index.js';
+import type { Bundle, BundleEntry, Identifier } from '@medplum/fhirtypes';
+import { countReadings, explainAssociation, findDeviceIds, guardPatientIdentity, holdForAssociation, normalizeIdentifiers, updateMessage } from '../../src/index.js';
+import type { ConflictPolicy, DeviceStore, IdentityConflict, Tx } from '../../src/index.js';
 import { searchIds } from '../../src/index.js';
 import type { Queryable } from '../../src/index.js';
 import { DEFAULT_PLAUSIBILITY, type PlausibleRange } from './mapping/codemap.js';
 import type { ReadingSet, ReportDraft } from './mapping/draft.js';
-import { buildReportBundle, deviceKeyOf } from './mapping/fhir.js';
+import { buildReportBundle, deviceKeyOf, specimenProbe } from './mapping/fhir.js';
 
 export interface FilingOptions {
   /** Readings later than now + skew are held (clock error on the device). Default 5 minutes. */
@@ -21,10 +21,19 @@ export interface FilingOptions {
   /** Message log id of the transmission, kept with held readings. */
   messageId?: string;
   now?: () => Date;
+  /**
+   * refuse (default): a report whose sample id or result keys already belong to another patient is not filed
+   * (the message is held as an identity conflict). file-as-new: an operator decided it is this patient's own
+   * report: filed as new resources beside the other patient's (used by `resolveHeldMessage`).
+   */
+  policy?: ConflictPolicy;
+  /** Files every report in this transaction instead of one transaction per report (resolving a held message). */
+  tx?: Tx;
 }
 
 export interface FilingResult {
   filed: number;
+  /** Held reading ids; a report refused for an identity conflict adds `identity-conflict:<report index>` (it has no held reading). */
   held: string[];
   duplicates: number;
   resourceRefs: string[];
@@ -38,7 +47,10 @@ export async function fileReadings(store: DeviceStore, set: ReadingSet, opts: Fi
   const ranges = { ...DEFAULT_PLAUSIBILITY, ...(opts.plausibility ?? {}) };
   const skew = opts.futureSkewMs ?? 5 * 60_000;
   const deviceKey = deviceKeyOf(set.deviceIdentifiers);
-  const known = await findDeviceIds(store.db, normalizeIdentifiers(set.deviceIdentifiers));
+  // Reads go through the caller's transaction when there is one (PGlite has one connection: a read beside an
+  // open transaction would wait for it forever).
+  const q: Queryable = opts.tx ?? store.db;
+  const known = await findDeviceIds(q, normalizeIdentifiers(set.deviceIdentifiers));
   for (const report of set.reports) {
     const at = report.at ?? set.sentAt ?? now;
     let reason: string | undefined;
@@ -54,11 +66,11 @@ export async function fileReadings(store: DeviceStore, set: ReadingSet, opts: Fi
     }
     if (!reason) {
       if (report.patientIdentifiers.length) {
-        const r = await patientByIdentifier(store.db, report.patientIdentifiers);
+        const r = await patientByIdentifier(q, report.patientIdentifiers);
         if ('patient' in r) patient = r.patient;
         else reason = r.reason;
       } else {
-        const a = await explainAssociation(store.db, { deviceIdentifiers: set.deviceIdentifiers }, at);
+        const a = await explainAssociation(q, { deviceIdentifiers: set.deviceIdentifiers }, at);
         if (a.ok) {
           patient = a.patient;
           device = a.device;
@@ -73,9 +85,25 @@ export async function fileReadings(store: DeviceStore, set: ReadingSet, opts: Fi
       patient,
       issued: set.sentAt ?? at,
     });
-    await store.db.transaction(async (tx) => {
+    const inTx = <T>(fn: (tx: Tx) => Promise<T>): Promise<T> => (opts.tx ? fn(opts.tx) : store.db.transaction(fn));
+    await inTx(async (tx) => {
       if (patient && !reason) {
-        const response = await store.transaction(bundle, tx);
+        // Identity (DESIGN principle 5): the sample id, and the result keys that contain it, must not already be
+        // another patient's. The probe entry puts the sample id under the guard's lock and owner check; it is
+        // never written.
+        const probe = specimenProbe(report.sampleId, patient);
+        const guarded = await guardPatientIdentity(tx, { ...bundle, entry: [...(bundle.entry ?? []), ...(probe ? [probe] : [])] }, opts.policy ?? 'refuse');
+        if (guarded.conflicts.length) {
+          const why = conflictReason(guarded.conflicts, report.sampleId, bundle.entry?.length ?? 0);
+          out.held.push(`identity-conflict:${set.reports.indexOf(report)}`);
+          out.reasons.push(why);
+          // The session marks the message held from `held`; the kind says an operator resolves it (file as new / reject).
+          if (opts.messageId) await updateMessage(tx, opts.messageId, { holdKind: 'identity-conflict' });
+          await countReadings(tx, deviceKey, { held: observationKeys.length });
+          return;
+        }
+        const toWrite: Bundle = { ...guarded.bundle, entry: (guarded.bundle.entry ?? []).slice(0, bundle.entry?.length ?? 0) };
+        const response = await store.transaction(toWrite, tx);
         const dups = countDuplicates(bundle, response);
         out.filed++;
         out.duplicates += dups;
@@ -103,6 +131,15 @@ export async function fileReadings(store: DeviceStore, set: ReadingSet, opts: Fi
   }
   if (out.patientRefs.length) out.patientRefs = [...new Set(out.patientRefs)];
   return out;
+}
+
+/** Names the O record's specimen id and the other patient by identifier (never by name). */
+function conflictReason(conflicts: IdentityConflict[], sampleId: string | undefined, bundleLength: number): string {
+  const c = conflicts.find((x) => x.entry >= bundleLength) ?? conflicts[0]!;
+  const ids = c.existingPatientIdentifiers.map((i) => `${i.system ? `${i.system}|` : ''}${i.value}`).join(', ');
+  const other = `another patient (${ids || c.existingPatient})`;
+  const what = sampleId ? `specimen id ${sampleId} (O record) already belongs to ${other}: ${c.existing}` : `result ${c.condition} is already filed for ${other}: ${c.existing}`;
+  return `identity conflict: ${what}; not filed, held for review (file it as new for this patient or reject it)`;
 }
 
 function implausible(report: ReportDraft, ranges: Record<string, PlausibleRange>): string | undefined {

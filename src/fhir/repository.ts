@@ -315,9 +315,7 @@ export class Repository {
    * transactions locking overlapping sets cannot deadlock on each other.
    */
   async lockConditions(tx: Tx, conditions: Array<[resourceType: string, query: string]>): Promise<void> {
-    if (conditions.length === 0) return;
-    const keys = [...new Set(conditions.map(([type, query]) => `${type}?${query}`))].sort();
-    await tx.query('SELECT pg_advisory_xact_lock(hashtext(k)) FROM (SELECT unnest($1::text[]) AS k ORDER BY 1) s', [keys]);
+    await lockConditions(tx, conditions);
   }
 
   private async lockCurrent(tx: Tx, resourceType: string, id: string): Promise<ResourceRow | undefined> {
@@ -440,6 +438,13 @@ function toVersion(resourceType: string, id: string, row: ResourceRow): StoredVe
     deleted: row.deleted,
     content: row.content,
   };
+}
+
+/** See `Repository.lockConditions`; also taken by the identity guard before a facade's transaction. */
+export async function lockConditions(tx: Tx, conditions: Array<[resourceType: string, query: string]>): Promise<void> {
+  if (conditions.length === 0) return;
+  const keys = [...new Set(conditions.map(([type, query]) => `${type}?${query}`))].sort();
+  await tx.query('SELECT pg_advisory_xact_lock(hashtext(k)) FROM (SELECT unnest($1::text[]) AS k ORDER BY 1) s', [keys]);
 }
 
 export function versionHeaders(v: { versionId: number; lastUpdated: Date }): Record<string, string> {

@@ -11,9 +11,13 @@ import type { Queryable } from '../db/database.js';
 
 export type MessageStatus = 'received' | 'processed' | 'error' | 'held';
 export type MessageDirection = 'in' | 'out';
+/** Why a message is held: waiting for a patient–device association, or refused for an identity conflict. */
+export type HoldKind = 'association' | 'identity-conflict';
 export const MESSAGE_STATUSES: readonly MessageStatus[] = ['received', 'processed', 'error', 'held'];
 
 export interface NewMessage {
+  /** Chosen by the caller when it must name the row before writing it (one transaction for row and data). */
+  id?: string;
   channel: string;
   direction: MessageDirection;
   raw: Uint8Array | string;
@@ -30,6 +34,7 @@ export interface NewMessage {
   patientRefs?: string[];
   replayOf?: string | null;
   receivedAt?: Date;
+  holdKind?: HoldKind | null;
 }
 
 export interface MessagePatch {
@@ -42,6 +47,9 @@ export interface MessagePatch {
   controlId?: string | null;
   sender?: string | null;
   processedAt?: Date | null;
+  holdKind?: HoldKind | null;
+  /** What an operator decided about a held message, and who. */
+  resolution?: string | null;
   /** Adds one to the attempt counter (a resend of a message that was never processed). */
   countAttempt?: boolean;
 }
@@ -64,6 +72,8 @@ export interface MessageSummary {
   resourceRefs: string[];
   patientRefs: string[];
   replayOf: string | null;
+  holdKind: HoldKind | null;
+  resolution: string | null;
   attempts: number;
   receivedAt: string;
   processedAt: string | null;
@@ -84,6 +94,7 @@ export interface MessageFilter {
   sender?: string;
   /** 'Patient/<id>' (or a bare id). */
   patient?: string;
+  holdKind?: HoldKind;
   since?: Date;
   until?: Date;
   /** Keyset paging: entries with seq below this (lists are newest first). */
@@ -92,15 +103,15 @@ export interface MessageFilter {
 }
 
 const SUMMARY_COLUMNS = `id, seq, channel, direction, sender, receiver, remote_address, control_id, message_type, version,
-  status, error, ack, resource_refs, patient_refs, replay_of, attempts, received_at, processed_at, updated_at`;
+  status, error, ack, resource_refs, patient_refs, replay_of, hold_kind, resolution, attempts, received_at, processed_at, updated_at`;
 
 export async function recordMessage(q: Queryable, m: NewMessage): Promise<string> {
-  const id = randomUUID();
+  const id = m.id ?? randomUUID();
   const raw = typeof m.raw === 'string' ? Buffer.from(m.raw, 'utf8') : Buffer.from(m.raw.buffer, m.raw.byteOffset, m.raw.byteLength);
   await q.query(
     `INSERT INTO message_log (id, channel, direction, sender, receiver, remote_address, control_id, message_type, version,
-       status, error, ack, raw, resource_refs, patient_refs, replay_of, received_at, processed_at)
-     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)`,
+       status, error, ack, raw, resource_refs, patient_refs, replay_of, received_at, processed_at, hold_kind)
+     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)`,
     [
       id,
       m.channel,
@@ -120,6 +131,7 @@ export async function recordMessage(q: Queryable, m: NewMessage): Promise<string
       m.replayOf ?? null,
       (m.receivedAt ?? new Date()).toISOString(),
       m.status && m.status !== 'received' ? new Date().toISOString() : null,
+      m.holdKind ?? null,
     ],
   );
   return id;
@@ -144,6 +156,8 @@ export async function updateMessage(q: Queryable, id: string, patch: MessagePatc
   if (patch.controlId !== undefined) set('control_id', patch.controlId);
   if (patch.sender !== undefined) set('sender', patch.sender);
   if (patch.processedAt !== undefined) set('processed_at', patch.processedAt ? patch.processedAt.toISOString() : null);
+  if (patch.holdKind !== undefined) set('hold_kind', patch.holdKind);
+  if (patch.resolution !== undefined) set('resolution', patch.resolution);
   if (patch.countAttempt) sets.push('attempts = attempts + 1');
   sets.push('updated_at = now()');
   params.push(id);
@@ -205,6 +219,7 @@ export async function listMessages(q: Queryable, filter: MessageFilter = {}): Pr
     const ref = filter.patient.includes('/') ? filter.patient : `Patient/${filter.patient}`;
     where.push(`patient_refs @> ARRAY[${p(ref)}]::text[]`);
   }
+  if (filter.holdKind) where.push(`hold_kind = ${p(filter.holdKind)}`);
   if (filter.since) where.push(`received_at >= ${p(filter.since.toISOString())}`);
   if (filter.until) where.push(`received_at < ${p(filter.until.toISOString())}`);
   if (filter.beforeSeq !== undefined) where.push(`seq < ${p(filter.beforeSeq)}`);
@@ -234,6 +249,8 @@ interface Row {
   resource_refs: string[];
   patient_refs: string[];
   replay_of: string | null;
+  hold_kind: HoldKind | null;
+  resolution: string | null;
   attempts: number;
   received_at: Date | string;
   processed_at: Date | string | null;
@@ -260,6 +277,8 @@ function toSummary(r: Row): MessageSummary {
     resourceRefs: r.resource_refs ?? [],
     patientRefs: r.patient_refs ?? [],
     replayOf: r.replay_of,
+    holdKind: r.hold_kind ?? null,
+    resolution: r.resolution ?? null,
     attempts: r.attempts,
     receivedAt: iso(r.received_at),
     processedAt: r.processed_at ? iso(r.processed_at) : null,

@@ -51,8 +51,11 @@ describe('conflux destination / outbound commands', () => {
 
   it('adds, lists, pauses and resumes a destination', async () => {
     const added = await cli('destination', 'add', '--name', 'epic-results', '--host', '127.0.0.1', '--port', String(peer.port), '--profile', 'epic', '--types', 'ORU,ORM',
-      '--ack-timeout', '5000', '--retry-initial-ms', '500', '--filter', 'DiagnosticReport?category=LAB', '--receiving-facility', 'MAIN', '--option', 'defaultAssigningAuthority=EPI');
+      '--ack-timeout', '5000', '--retry-initial-ms', '500', '--filter', 'DiagnosticReport?category=LAB', '--receiving-facility', 'MAIN', '--option', 'defaultAssigningAuthority=EPI', '--statuses', 'final,preliminary,corrected');
     expect(added).toMatchObject({ name: 'epic-results', profile: 'epic', types: ['ORU', 'ORM'], ackTimeoutMs: 5000, filter: ['DiagnosticReport?category=LAB'], options: { receivingFacility: 'MAIN', defaultAssigningAuthority: 'EPI' } });
+    // In the order of RESULT_STATUSES, whatever order they were given in.
+    expect(added.statuses).toEqual(['preliminary', 'final', 'corrected']);
+    expect(await cliFails('destination', 'add', '--name', 'x', '--host', '127.0.0.1', '--port', '1', '--types', 'ORU', '--statuses', 'final,entered-in-error')).toMatch(/unknown result status\(es\) entered-in-error \(a withdrawal always goes/);
     expect(added.retry.initialDelayMs).toBe(500);
     const list = await cli('destination', 'list');
     expect(list.destinations.map((d: any) => d.name)).toEqual(['epic-results']);

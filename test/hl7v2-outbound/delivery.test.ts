@@ -203,7 +203,8 @@ describe.each(testDatabases())('HL7 v2 outbound delivery on $name', (tdb) => {
     };
     expect(await bad({ port: 70000 })).toMatch(/port must be an integer from 1 to 65535/);
     expect(await bad({ profile: 'meditech' })).toMatch(/profile must be one of epic, cerner, generic/);
-    expect(await bad({ types: 'ADT' })).toMatch(/ADT not supported/);
+    expect(await bad({ types: 'MDM' })).toMatch(/MDM not supported/);
+    expect(await bad({ statuses: 'final,entered-in-error' })).toMatch(/unknown result status\(es\) entered-in-error/);
     expect(await bad({ filter: 'nonsense' })).toMatch(/filter "nonsense" must look like ResourceType\?param=value/);
     expect(await bad({ options: { colour: 'red' } })).toMatch(/unknown option\(s\) colour/);
     expect(await bad({ options: { timeZone: 'Mars/Olympus' } })).toMatch(/not an IANA time zone/);

@@ -155,11 +155,23 @@ describe.each(testDatabases())('outbound withdrawals on $name', (tdb) => {
     expect(wd!.getSegment('OBR')!.getField(4).getComponent(1)).toBe('2345-7');
   });
 
-  it('never sent → nothing: a deleted preliminary report, and a final report deleted while its destination was paused', async () => {
+  it('never sent → nothing: a deleted preliminary report a finals-only destination never took, and a final report deleted while its destination was paused', async () => {
+    // Epic takes finals and corrections only here; Cerner takes every status (its profile's default).
+    expect((await server.admin('PUT', '/destinations/epic', { statuses: 'final,corrected,amended' })).status).toBe(200);
+    await server.outbound.refresh();
     const prelim = await server.transaction(labReport('WD-5', { status: 'preliminary' }));
-    await fhir('DELETE', refs(prelim, 'DiagnosticReport')[0]!);
+    const prelimReport = refs(prelim, 'DiagnosticReport')[0]!;
+    const [sentPrelim] = await messagesFor(cerner, fillerOf(prelim), 1);
+    expect(obr25(sentPrelim!)).toBe('P');
+    expect(obx11(sentPrelim!)).toEqual(['P', 'P']);
+    await until(async () => (await rowsFor('cerner', prelimReport)).every((r) => r.state === 'delivered') || undefined, 'cerner took the preliminary report');
+    await fhir('DELETE', prelimReport);
     await fhir('DELETE', refs(prelim, 'Observation')[0]!);
-    for (const d of ['epic', 'cerner', 'other']) expect(await rowsFor(d, refs(prelim, 'DiagnosticReport')[0]!)).toEqual([]);
+    // Cerner had it and is told to delete it; Epic and the filtered destination never had it: nothing for them.
+    const [, wdPrelim] = await messagesFor(cerner, fillerOf(prelim), 2);
+    expect(obx11(wdPrelim!)).toEqual(['W', 'W']);
+    for (const d of ['epic', 'other']) expect(await rowsFor(d, prelimReport)).toEqual([]);
+    expect((await server.admin('PUT', '/destinations/epic', { statuses: null })).status).toBe(200);
 
     expect((await server.admin('POST', '/destinations/epic/pause')).status).toBe(200);
     await server.outbound.refresh();

@@ -293,7 +293,19 @@ describe.each(DB_KINDS)('HL7 v2 inbound (%s)', (kind) => {
       { system: 'http://loinc.org', code: '59408-5', display: 'Oxygen saturation in Arterial blood by Pulse oximetry' },
     ]);
     expect(obs.category![0]!.coding![0]!.code).toBe('vital-signs');
-    expect(obs.valueQuantity).toEqual({ value: 97, unit: '%', system: 'http://unitsofmeasure.org', code: '%' });
+    // UCUM for FHIR readers, and the MDC unit as received (R4 iso21090-PQ-translation) for the way out.
+    expect(obs.valueQuantity).toEqual({
+      value: 97,
+      unit: '%',
+      system: 'http://unitsofmeasure.org',
+      code: '%',
+      extension: [
+        {
+          url: 'http://hl7.org/fhir/StructureDefinition/iso21090-PQ-translation',
+          valueQuantity: { value: 97, unit: 'MDC_DIM_PERCENT', system: 'urn:iso:std:iso:11073:10101', code: '262688' },
+        },
+      ],
+    });
     const dev = res.find((r) => r.resourceType === 'Device')!;
     expect(dev).toMatchObject({ identifier: [{ system: 'urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680', value: 'ABCDEF0123456789' }] });
     expect(obs.device!.reference).toBe(`Device/${dev.id}`);

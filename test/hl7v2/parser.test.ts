@@ -95,6 +95,13 @@ describe('HL7 v2 result units', () => {
   it("a local unit code whose text is UCUM (Cerner's CD:289^mg/dL) maps to a UCUM Quantity", () => {
     const mapped = mapMessage(one('oru-lab/simplehl7_oru.hl7'), DEFAULT_MAPPING);
     const hdl = mapped.bundle.entry!.map((e) => e.resource as Observation).find((r) => r.resourceType === 'Observation' && r.code.text?.startsWith('HDL'))!;
-    expect(hdl.valueQuantity).toEqual({ value: 62, unit: 'mg/dL', system: 'http://unitsofmeasure.org', code: 'mg/dL' });
+    // The received local code stays beside the UCUM one (R4 iso21090-PQ-translation), so it can go out again.
+    expect(hdl.valueQuantity).toEqual({
+      value: 62,
+      unit: 'mg/dL',
+      system: 'http://unitsofmeasure.org',
+      code: 'mg/dL',
+      extension: [{ url: 'http://hl7.org/fhir/StructureDefinition/iso21090-PQ-translation', valueQuantity: { value: 62, code: 'CD:289', unit: 'mg/dL' } }],
+    });
   });
 });

@@ -90,7 +90,7 @@ export function dicomwebRouter(rt: Runtime, svc: DicomServices, base: () => stri
       } catch (err) {
         body.resume();
         const e = err instanceof IngestError ? err : new IngestError(STATUS.processingFailure, (err as Error).message);
-        failed.push(failure('', '', e.status, e.message));
+        failed.push(failure(e.detail.sopClassUid ?? '', e.detail.sopUid ?? '', e.status, e.comment));
       }
     }).catch((err: Error) => {
       if (stored.length === 0 && failed.length === 0) throw badRequest(`STOW-RS body is not valid multipart/related: ${err.message}`);

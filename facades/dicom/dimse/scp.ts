@@ -246,8 +246,8 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
       const response = CStoreResponse.fromRequest(request);
       const received = this.received;
       this.received = undefined;
-      const fail = (status: number, comment: string) => {
-        log.warn(`C-STORE ${request.getAffectedSopInstanceUid()} from ${this.callingAe} failed (0x${status.toString(16)}): ${comment}`);
+      const fail = (status: number, comment: string, why = comment) => {
+        log.warn(`C-STORE ${request.getAffectedSopInstanceUid()} from ${this.callingAe} failed (0x${status.toString(16)}): ${why}`);
         response.setStatus(status);
         response.setErrorComment(comment.slice(0, 64));
         callback(response);
@@ -262,7 +262,7 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
           response.setStatus(Status.Success);
           callback(response);
         })
-        .catch((err: Error) => (err instanceof IngestError ? fail(err.status, err.message) : fail(STATUS.outOfResources, err.message)));
+        .catch((err: Error) => (err instanceof IngestError ? fail(err.status, err.comment, err.message) : fail(STATUS.outOfResources, err.message)));
     }
 
     cFindRequest(request: InstanceType<typeof dimse.requests.CFindRequest>, callback: (r: Array<InstanceType<typeof CFindResponse>>) => void): void {

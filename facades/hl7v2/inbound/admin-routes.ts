@@ -1,12 +1,23 @@
 /**
  * Admin API for the message log: GET /admin/messages, GET /admin/messages/:id, POST /admin/messages/:id/replay,
- * POST /admin/messages/prune.
+ * POST /admin/messages/:id/resolve (a message held for an identity conflict), POST /admin/messages/prune.
  */
 import express from 'express';
-import { getMessage, listMessages, MESSAGE_STATUSES, pruneMessages, type MessageFilter, type MessageStatus } from '../../../src/index.js';
+import {
+  FhirError,
+  getMessage,
+  listMessages,
+  MESSAGE_STATUSES,
+  pruneMessages,
+  resolveHeldMessage,
+  type HeldAction,
+  type MessageFilter,
+  type MessageStatus,
+  type Repository,
+} from '../../../src/index.js';
 import { replayMessage, type ProcessorDeps } from './processor.js';
 
-export function messageAdminRoutes(deps: ProcessorDeps): express.Router {
+export function messageAdminRoutes(deps: ProcessorDeps, repo: Repository): express.Router {
   const r = express.Router();
   r.get('/messages', async (req, res) => {
     const q = req.query as Record<string, string | undefined>;
@@ -23,6 +34,10 @@ export function messageAdminRoutes(deps: ProcessorDeps): express.Router {
       if (q.sender) filter.sender = q.sender;
       if (q.patient) filter.patient = q.patient;
       if (q.channel) filter.channel = q.channel;
+      if (q.holdKind) {
+        if (q.holdKind !== 'association' && q.holdKind !== 'identity-conflict') throw new Error(`holdKind must be association or identity-conflict; got ${q.holdKind}`);
+        filter.holdKind = q.holdKind;
+      }
       for (const k of ['since', 'until'] as const) {
         if (q[k]) {
           const d = new Date(q[k]!);
@@ -55,6 +70,21 @@ export function messageAdminRoutes(deps: ProcessorDeps): express.Router {
     }
     const { raw, ...rest } = m;
     res.json({ ...rest, raw: raw.toString('latin1').replace(/^\u00ef\u00bb\u00bf/, ''), rawBase64: raw.toString('base64') });
+  });
+  r.post('/messages/:id/resolve', async (req, res) => {
+    const body = (req.body ?? {}) as { action?: unknown; note?: unknown; by?: unknown };
+    const who = (req.get('x-conflux-operator') ?? (typeof body.by === 'string' ? body.by : undefined) ?? 'admin-api').slice(0, 200);
+    try {
+      const message = await resolveHeldMessage({ db: deps.db, repo }, req.params.id, {
+        action: body.action as HeldAction,
+        note: typeof body.note === 'string' ? body.note : undefined,
+        who,
+      });
+      res.json(message);
+    } catch (e) {
+      if (!(e instanceof FhirError)) throw e;
+      res.status(e.status).json({ error: e.message });
+    }
   });
   r.post('/messages/:id/replay', async (req, res) => {
     const m = await getMessage(deps.db, req.params.id);

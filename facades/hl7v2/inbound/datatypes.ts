@@ -3,10 +3,11 @@
  * dateTime, CWE → CodeableConcept, CX → Identifier, XPN → HumanName, XAD → Address, XTN → ContactPoint,
  * XCN → Reference). A value that cannot be converted raises an Hl7DataError naming its location.
  */
-import type { Address, CodeableConcept, Coding, ContactPoint, HumanName, Identifier, Reference } from '@medplum/fhirtypes';
+import type { Address, CodeableConcept, Coding, ContactPoint, Extension, HumanName, Identifier, Quantity, Reference } from '@medplum/fhirtypes';
 import type { Rep, Segment } from '../message.js';
 import { HL7_ERROR, Hl7DataError, issueAt } from './ack.js';
 import { DEFAULT_CODING_SYSTEMS, type MappingConfig } from './mapping-config.js';
+import { MDC_SYSTEM, mdcUnitToUcum, ucumUnit } from './codes.js';
 
 export interface MapContext {
   config: MappingConfig;
@@ -72,13 +73,47 @@ export function toCodeableConcept(rep: Rep | undefined, ctx: MapContext): Codeab
   return clean({ coding: unique.length ? unique : undefined, text });
 }
 
+/**
+ * The assigning authority (HD) exactly as received, on the Identifier, when its FHIR system does not say all
+ * of it: `MPI&2.16.840.1.113883.19.3.2.1&ISO` becomes the system `urn:oid:2.16.…` and would lose `MPI`;
+ * a site map (`HOSP` → `http://hospital.example/mrn`) would lose `HOSP`. The outbound builder writes the
+ * HD back from this extension, so identifiers leave as they came. Sub-extensions: namespace (HD-1),
+ * universalId (HD-2), universalIdType (HD-3), each a string, present when received.
+ */
+export const HD_EXTENSION = 'urn:conflux:extension:hl7v2-assigning-authority';
+/** CX-6 assigning facility (an HD), kept the same way; the mapping does not use it otherwise. */
+export const CX6_EXTENSION = 'urn:conflux:extension:hl7v2-assigning-facility';
+
+export function hdExtension(url: string, namespace: string, universalId: string, universalIdType: string): Extension | undefined {
+  const parts = ([['namespace', namespace], ['universalId', universalId], ['universalIdType', universalIdType]] as const)
+    .filter(([, v]) => v.trim() !== '')
+    .map(([k, v]) => ({ url: k, valueString: v.trim() }));
+  return parts.length ? { url, extension: parts } : undefined;
+}
+
+/** The HD of an identifier as received, or undefined when the system alone gives it back (no extension needed). */
+function authorityExtension(system: string, namespace: string, universalId: string, universalIdType: string): Extension | undefined {
+  const ns = namespace.trim();
+  const uid = universalId.trim();
+  const type = universalIdType.trim();
+  if (ns && !uid && !type && system === `urn:conflux:hl7v2:aa:${encodeURIComponent(ns)}`) return undefined;
+  if (!ns && uid && /^ISO$/.test(type) && system === `urn:oid:${uid}`) return undefined;
+  if (!ns && !uid && !type) return undefined;
+  return hdExtension(HD_EXTENSION, ns, uid, type);
+}
+
 /** CX → Identifier, with the system from the assigning authority (CX-4) via config. */
 export function toIdentifier(rep: Rep, ctx: MapContext): Identifier | undefined {
   const value = rep.c(1).trim();
   if (!value) return undefined;
   const type = fhirCode(rep.c(5));
+  const system = identifierSystem(rep.c(4, 1), rep.c(4, 2), rep.c(4, 3), ctx);
+  const ext = [authorityExtension(system, rep.c(4, 1), rep.c(4, 2), rep.c(4, 3)), hdExtension(CX6_EXTENSION, rep.c(6, 1), rep.c(6, 2), rep.c(6, 3))].filter(
+    (e): e is Extension => !!e,
+  );
   return clean({
-    system: identifierSystem(rep.c(4, 1), rep.c(4, 2), rep.c(4, 3), ctx),
+    extension: ext.length ? ext : undefined,
+    system,
     value,
     type: type ? { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: type }] } : undefined,
   });
@@ -96,13 +131,16 @@ export function identifierSystem(namespace: string, universalId: string, univers
   return `urn:conflux:hl7v2:aa:${encodeURIComponent(ctx.senderNamespace || 'unknown')}`;
 }
 
-/** EI (entity identifier: placer/filler order numbers) → Identifier. */
+/** EI (entity identifier: placer/filler order numbers) → Identifier; EI-2..4 (an HD) kept as received, as for CX. */
 export function eiToIdentifier(rep: Rep | undefined, ctx: MapContext, typeCode?: 'PLAC' | 'FILL'): Identifier | undefined {
   if (!rep) return undefined;
   const value = rep.c(1).trim();
   if (!value) return undefined;
+  const system = identifierSystem(rep.c(2), rep.c(3), rep.c(4), ctx);
+  const ext = authorityExtension(system, rep.c(2), rep.c(3), rep.c(4));
   return clean({
-    system: identifierSystem(rep.c(2), rep.c(3), rep.c(4), ctx),
+    extension: ext ? [ext] : undefined,
+    system,
     value,
     type: typeCode ? { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: typeCode }] } : undefined,
   });
@@ -162,4 +200,47 @@ export function fhirCode(v: string): string | undefined {
 export function clean<T extends object>(o: T): T {
   for (const k of Object.keys(o) as (keyof T)[]) if (o[k] === undefined) delete o[k];
   return o;
+}
+
+/**
+ * The R4 core extension for "the same quantity in another unit code system" (ISO 21090 PQ.translation): the unit
+ * code a result arrived with when it is not the UCUM code filed (Cerner's local `CD:289^mg/dL`, an MDC unit
+ * `262688^MDC_DIM_PERCENT^MDC`, the alternate triplet of OBX-6). Outbound writes it back as CWE-4..6.
+ */
+export const PQ_TRANSLATION = 'http://hl7.org/fhir/StructureDefinition/iso21090-PQ-translation';
+
+type UnitParts = Pick<Quantity, 'unit' | 'system' | 'code'>;
+
+/**
+ * OBX-6 → the Quantity's unit (UCUM when the unit is UCUM, also when a local or MDC code's text or table entry
+ * is) and the received code when it is not that UCUM code. A triplet marked UCUM wins, in either position;
+ * a unit no table knows keeps its code and coding system when it names one (FHIR: code only with a system).
+ */
+export function unitOf(unit: Rep, ctx: MapContext): { quantity: UnitParts; original?: UnitParts } {
+  const triplet = (base: number) => ({ code: unit.c(base).trim(), text: unit.c(base + 1).trim(), system: unit.c(base + 2).trim() });
+  const first = triplet(1);
+  const alt = triplet(4);
+  const coded = (t: typeof first): UnitParts | undefined =>
+    t.code && t.system ? clean({ code: t.code, unit: t.text || undefined, system: /^MDC$/i.test(t.system) ? MDC_SYSTEM : codingSystem(t.system, ctx) }) : t.code ? clean({ code: t.code, unit: t.text || undefined }) : undefined;
+  const ucumOf = (t: typeof first): string | undefined => {
+    if (/^UCUM$/i.test(t.system)) return t.code || undefined;
+    // A local unit code with UCUM as its text (Cerner's `CD:289^mg/dL`) is still UCUM: the text is the unit.
+    if (/^MDC$/i.test(t.system)) return mdcUnitToUcum(t.text || t.code);
+    return ucumUnit(t.code, ctx.config.unitFixes) ?? ucumUnit(t.text, ctx.config.unitFixes);
+  };
+  const ucumFirst = ucumOf(first);
+  const ucumAlt = !ucumFirst && alt.code ? ucumOf(alt) : undefined;
+  const ucum = ucumFirst ?? ucumAlt;
+  // Which triplet the UCUM code came from, and the other one (the received code that is not that UCUM code).
+  const [main, other] = ucumAlt ? [alt, first] : [first, alt.code ? alt : undefined];
+  if (!ucum) {
+    const q: UnitParts = clean({ unit: first.text || first.code });
+    if (first.code && first.system) Object.assign(q, { system: /^MDC$/i.test(first.system) ? MDC_SYSTEM : codingSystem(first.system, ctx), code: first.code });
+    return { quantity: q, original: other ? coded(other) : undefined };
+  }
+  const text = main.text && !/^MDC_/.test(main.text) ? main.text : ucum;
+  const quantity: UnitParts = { unit: text, system: 'http://unitsofmeasure.org', code: ucum };
+  // The received code, when it is more than the UCUM code itself (a bare `mg/dL` or `mg/dL^^UCUM` is not).
+  const received = /^UCUM$/i.test(main.system) ? other : main.code && (main.code !== ucum || main.system) ? main : other;
+  return { quantity, original: received ? coded(received) : undefined };
 }

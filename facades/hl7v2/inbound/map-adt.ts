@@ -1,6 +1,8 @@
 /**
- * ADT → Patient (PID) and Encounter (PV1) upserts. A40/A34 merges: the survivor (PID) keeps its data and
- * gets link `replaces`; the merged record (MRG-1) gets link `replaced-by` and active=false.
+ * ADT → Patient (PID) and Encounter (PV1) upserts. Merges (A40/A34/A39 …) are not written by the Bundle:
+ * the Bundle only makes sure both records exist (conditional creates, so neither patient is rewritten), and
+ * `merges` asks the processor to run the core's patient merge (src/fhir/patient-merge.ts) in the same
+ * transaction: links, active=false, the prior record's compartment re-pointed, audited.
  */
 import type { Encounter, Patient } from '@medplum/fhirtypes';
 import type { Hl7v2Message } from '../message.js';
@@ -49,6 +51,7 @@ export function mapAdt(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
   let patientRef: string | undefined;
   let patientKey;
   let current: { ref: string } | undefined;
+  const merges: NonNullable<MappedMessage['merges']> = [];
   const pids = msg.all('PID');
   if (pids.length === 0) throw new Hl7DataError([{ code: HL7_ERROR.requiredFieldMissing, segment: 'PID', message: `ADT^${event} without a PID segment` }]);
   for (const seg of msg.segments) {
@@ -56,7 +59,10 @@ export function mapAdt(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
       if (seg.name === 'PID') {
         const p = mapPatient(seg, ctx)!;
         if (event === 'A29') p.resource.active = false;
-        const ref = b.upsert(p.resource, p.key);
+        // A merge message's PID names the survivor; it carries no demographics update (that is A08/A31's job),
+        // and a PUT would replace the survivor's links (an earlier merge's `replaces`, or the `replaced-by` that
+        // makes the merge refusable): created only when unknown.
+        const ref = MERGE_EVENTS.has(event) ? b.createIfNone(p.resource, p.key) : b.upsert(p.resource, p.key);
         current = { ref };
         patientRef ??= ref;
         patientKey ??= p.key;
@@ -65,7 +71,7 @@ export function mapAdt(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
         const e = mapEncounter(seg, ctx, seg.get(45) && status === 'in-progress' ? 'finished' : status);
         if (e) {
           e.resource.subject = { reference: current.ref };
-          b.upsert(e.resource, e.key);
+          b.upsert(e.resource, e.key, { segment: seg, field: 19, what: 'visit number' });
         }
       } else if (seg.name === 'MRG' && current && MERGE_EVENTS.has(event)) {
         const survivor = b.entries.find((x) => x.fullUrl === current!.ref)!.resource as Patient;
@@ -79,6 +85,8 @@ export function mapAdt(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
           continue;
         }
         const name = seg.reps(7).map(toHumanName).filter((n) => n !== undefined);
+        // An unknown prior record is created already merged (there is nothing of it to move); a known one is
+        // left exactly as it is here: the merge sets its link and active flag as a new version.
         const merged: Patient = clean({
           resourceType: 'Patient',
           identifier: oldIds,
@@ -86,8 +94,8 @@ export function mapAdt(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
           name: name.length ? name : undefined,
           link: [{ other: { reference: current.ref }, type: 'replaced-by' as const }],
         });
-        const mergedRef = b.upsert(merged, oldIds[0]!);
-        survivor.link = [...(survivor.link ?? []), { other: { reference: mergedRef }, type: 'replaces' }];
+        const mergedRef = b.createIfNone(merged, oldIds[0]!);
+        merges.push({ survivor: current.ref, merged: mergedRef });
       }
     } catch (e) {
       if (e instanceof Hl7DataError) issues.push(...e.issues);
@@ -98,5 +106,5 @@ export function mapAdt(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
     issues.push({ code: HL7_ERROR.segmentSequence, segment: 'MRG', message: `ADT^${event} merge without an MRG segment` });
   }
   if (issues.length) throw new Hl7DataError(issues);
-  return { bundle: b.build(), patientRef, patientKey };
+  return { bundle: b.build(), keyOrigins: b.keyOrigins(), patientRef, patientKey, ...(merges.length ? { merges } : {}) };
 }

@@ -6,7 +6,7 @@
 import type { Identifier, Reference, ServiceRequest, Specimen } from '@medplum/fhirtypes';
 import type { Hl7v2Message, Segment } from '../message.js';
 import { collectDataErrors, HL7_ERROR, Hl7DataError, issueAt, type Hl7Issue } from './ack.js';
-import { BundleBuilder } from './bundle-builder.js';
+import { BundleBuilder, orderKeyOrigin } from './bundle-builder.js';
 import { clean, eiToIdentifier, toCodeableConcept, toDateTime, toPractitionerRef, type MapContext } from './datatypes.js';
 import { mapPatient } from './map-patient.js';
 import type { MappedMessage } from './mapped.js';
@@ -107,7 +107,7 @@ export function mapOrders(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
       occurrenceDateTime: occurrence,
       reasonCode: [...reasonHere, ...reasons].length ? [...reasonHere, ...reasons] : undefined,
     } as ServiceRequest);
-    b.upsert(sr, key);
+    b.upsert(sr, key, orderKeyOrigin(obr ?? at, orcSeg, placer ? 2 : 3));
     last = sr;
     count++;
   };
@@ -129,7 +129,7 @@ export function mapOrders(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
       const id = eiToIdentifier(seg.reps(2)[0], ctx);
       if (id) {
         const spec: Specimen = clean({ resourceType: 'Specimen', identifier: [id], type: toCodeableConcept(seg.reps(4)[0], ctx), subject } as Specimen);
-        const ref = b.createIfNone(spec, id);
+        const ref = b.createIfNone(spec, id, { segment: seg, field: 2, what: 'specimen identifier' });
         last.specimen = [...(last.specimen ?? []), { reference: ref }];
       }
     }
@@ -151,7 +151,7 @@ export function mapOrders(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
   }
   if (count === 0 && issues.length === 0) issues.push({ code: HL7_ERROR.segmentSequence, segment: 'ORC', message: 'no ORC/OBR order in the message' });
   if (issues.length) throw new Hl7DataError(issues);
-  return { bundle: b.build(), patientRef, patientKey };
+  return { bundle: b.build(), keyOrigins: b.keyOrigins(), patientRef, patientKey };
 }
 
 /** DICOM modality codes (DICOM PS3.16 CID 29) that sites send in OBR-24 for imaging orders. */

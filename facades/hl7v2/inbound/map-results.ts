@@ -20,8 +20,8 @@ import type {
 } from '@medplum/fhirtypes';
 import type { Hl7v2Message, Segment } from '../message.js';
 import { collectDataErrors, HL7_ERROR, Hl7DataError, issueAt, type Hl7Issue } from './ack.js';
-import { BundleBuilder } from './bundle-builder.js';
-import { clean, dateOf, fhirCode, eiToIdentifier, toCodeableConcept, toDateTime, toPractitionerRef, type MapContext } from './datatypes.js';
+import { BundleBuilder, orderKeyOrigin, type KeyOrigin } from './bundle-builder.js';
+import { clean, dateOf, fhirCode, eiToIdentifier, PQ_TRANSLATION, toCodeableConcept, toDateTime, toPractitionerRef, unitOf, type MapContext } from './datatypes.js';
 import { mapPatient } from './map-patient.js';
 import { mdcUnitToUcum, MDC_SYSTEM, vitalSignLoinc, ucumUnit, EUI64_SYSTEM } from './codes.js';
 import type { MappedMessage } from './mapped.js';
@@ -81,6 +81,7 @@ export function mapResults(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
 
   let report: DiagnosticReport | undefined;
   let reportKey = '';
+  let keyOrigin: KeyOrigin | undefined;
   let lastObs: Observation | undefined;
   let orc: Segment | undefined;
   const deviceIds: Identifier[] = [];
@@ -100,8 +101,14 @@ export function mapResults(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
       case 'OBR': {
         const filler = eiToIdentifier(seg.reps(3)[0] ?? orc?.reps(3)[0], ctx, 'FILL');
         const placer = eiToIdentifier(seg.reps(2)[0] ?? orc?.reps(2)[0], ctx, 'PLAC');
-        const key = filler ?? placer ?? { system: 'urn:conflux:hl7v2:message-order', value: `${fallbackKey}#${seg.sequence}` };
+        const orderKey = filler ?? placer ?? { system: 'urn:conflux:hl7v2:message-order', value: `${fallbackKey}#${seg.sequence}` };
+        // A device's OBR-3 is often a gateway's counter, not an order (Mindray's eGateway sends 1 for every
+        // snapshot, of every bed): a device report is one observation time (OBR-7) of it, so the next snapshot or
+        // the next patient on the gateway is a new report, not a change to the last one.
+        const deviceKey = isDevice && seg.get(7) ? { system: 'urn:conflux:hl7v2:device-report', value: `${orderKey.system}|${orderKey.value}#${seg.get(7)}` } : undefined;
+        const key = deviceKey ?? orderKey;
         reportKey = `${key.system}#${key.value}`;
+        keyOrigin = orderKeyOrigin(seg, orc, filler ? 3 : 2);
         obrEffective = tryMap(() => toDateTime(seg.get(7), ctx, seg, 7));
         const issued = tryMap(() => toDateTime(seg.get(22), ctx, seg, 22));
         const code = toCodeableConcept(seg.reps(4)[0], ctx);
@@ -114,6 +121,7 @@ export function mapResults(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
           specimenRef = b.createIfNone(
             clean({ resourceType: 'Specimen', identifier: [specimenKey(reportKey, 'OBR15')], type, subject } as Specimen),
             specimenKey(reportKey, 'OBR15'),
+            keyOrigin,
           );
         }
         report = clean({
@@ -128,8 +136,9 @@ export function mapResults(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
           resultsInterpreter: interpreter ? [interpreter] : undefined,
           result: [],
         } as DiagnosticReport);
+        if (deviceKey) report.identifier = [...report.identifier!, deviceKey];
         if (report.identifier?.length === 0) report.identifier = [key];
-        b.upsert(report, report.identifier![0]!);
+        b.upsert(report, key, keyOrigin);
         lastObs = undefined;
         break;
       }
@@ -174,7 +183,7 @@ export function mapResults(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
         const lastDevice = [...deviceRefs.values()].at(-1);
         if (lastDevice) obs.device = { reference: lastDevice };
         if (specimenRef && report) obs.specimen = { reference: specimenRef };
-        const ref = b.upsert(obs, key);
+        const ref = b.upsert(obs, key, report ? keyOrigin : { segment: seg, field: 3, what: 'observation identifier' });
         report?.result!.push({ reference: ref });
         lastObs = obs;
         break;
@@ -199,7 +208,7 @@ export function mapResults(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
           receivedTime: received && received.includes('T') ? received : undefined,
           collection: collected ? { collectedDateTime: collected } : undefined,
         } as Specimen);
-        specimenRef = b.createIfNone(spec, id);
+        specimenRef = b.createIfNone(spec, id, { segment: seg, field: 2, what: 'specimen identifier' });
         if (report && report.specimen === undefined) report.specimen = [];
         if (report) report.specimen = [...(report.specimen ?? []), { reference: specimenRef }];
         break;
@@ -217,6 +226,7 @@ export function mapResults(msg: Hl7v2Message, ctx: MapContext): MappedMessage {
   const mshTime = tryMap(() => toDateTime(msg.msh.get(7), ctx, msg.msh, 7));
   return {
     bundle: b.build(),
+    keyOrigins: b.keyOrigins(),
     patientKey,
     patientRef,
     needsAssociation:
@@ -269,25 +279,8 @@ export function mapObservation(seg: Segment, ctx: MapContext, isDevice: boolean)
   else if (!isDevice) obs.category = [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] }];
   const v = values[0];
   const unit = seg.reps(6)[0];
-  const quantity = (value: number): Quantity => {
-    const q: Quantity = { value };
-    if (unit) {
-      const u = unit.c(1);
-      // A local unit code with UCUM as its text (Cerner's `CD:289^mg/dL`) is still UCUM: the text is the unit.
-      const ucum = /^UCUM$/i.test(unit.c(3))
-        ? u
-        : /^MDC$/i.test(unit.c(3))
-          ? mdcUnitToUcum(unit.c(2) || u)
-          : (ucumUnit(u, ctx.config.unitFixes) ?? ucumUnit(unit.c(2), ctx.config.unitFixes));
-      q.unit = unit.c(2) && !/^MDC_/.test(unit.c(2)) ? unit.c(2) : ucum ?? u;
-      if (ucum) {
-        q.system = 'http://unitsofmeasure.org';
-        q.code = ucum;
-        q.unit = q.unit || ucum;
-      }
-    }
-    return clean(q);
-  };
+  const units = unit ? unitOf(unit, ctx) : undefined;
+  const quantity = (value: number): Quantity => (units ? clean({ value, ...units.quantity, extension: units.original && [{ url: PQ_TRANSLATION, valueQuantity: { value, ...units.original } }] }) : { value });
   switch (type) {
     case 'NM': {
       const raw = v?.c(1).trim() ?? '';

@@ -5,13 +5,15 @@
  * MSH-10) is answered AA with nothing new; a device reading without a patient is held, never guessed.
  */
 import type { Bundle, BundleEntry, Identifier, Reference, Resource } from '@medplum/fhirtypes';
-import type { Database, Tx } from '../../../src/index.js';
-import { findDuplicate, getMessage, recordMessage, updateMessage } from '../../../src/index.js';
+import { randomUUID } from 'node:crypto';
+import type { Database, FiledMessage, IdentityConflict, MessagePatch, MessageRecord, MessageStatus, Queryable, Tx } from '../../../src/index.js';
+import { conflict, findDuplicate, getMessage, guardPatientIdentity, recordMessage, updateMessage } from '../../../src/index.js';
 import { splitEnvelope } from '../envelope.js';
 import { Hl7ParseError, Hl7v2Message, readDelimiters, Segment, type Delimiters } from '../message.js';
 import { Hl7Segment, Hl7Context } from '@medplum/core';
 import { acknowledgements, formatIssue, HL7_ERROR, Hl7DataError, Hl7RejectError, hl7Timestamp, type Hl7Issue } from './ack.js';
 import { mapMessage } from './map-message.js';
+import type { MappedMessage } from './mapped.js';
 import type { MappingConfig } from './mapping-config.js';
 
 export interface DevicePort {
@@ -32,6 +34,8 @@ export interface ProcessorDeps {
   log: { info(m: string): void; warn(m: string): void; error(m: string): void };
   /** Test hook: runs after the resources are written, before commit (a crash there must not lose data). */
   beforeCommit?: (messageId: string) => Promise<void> | void;
+  /** ADT merges (A40/A34/A39): the core's patient merge, bound to the repository, run in the message's transaction. */
+  mergePatients?(tx: Tx, req: import('../../../src/index.js').PatientMergeRequest): Promise<import('../../../src/index.js').PatientMergeResult>;
 }
 
 export interface ProcessResult {
@@ -106,29 +110,34 @@ export async function processMessage(
     const id = await recordMessage(deps.db, { channel, direction: 'in', raw, remoteAddress: meta.remoteAddress, sender: msg.sender, controlId: msg.controlId || null, messageType: msg.messageType, version: msg.version, status: 'processed' });
     return { replies: [], id, status: 'processed' };
   }
-  let id: string;
   const controlId = msg.controlId;
+  // An earlier attempt of this message that failed (mapping error, crash): this resend takes over its log row.
+  let earlier: string | undefined;
   if (controlId && !meta.replayOf) {
     const dup = await findDuplicate(deps.db, msg.sender, controlId, { channel });
+    if (dup && dup.status === 'held' && dup.holdKind === 'identity-conflict' && dup.ack) {
+      // Still refused until an operator resolves it: the sender gets the same answer again, nothing is stored.
+      await updateMessage(deps.db, dup.id, { countAttempt: true });
+      return { replies: dup.ack.split('\n'), id: dup.id, status: dup.status };
+    }
     if (dup && (dup.status === 'processed' || dup.status === 'held')) {
       await updateMessage(deps.db, dup.id, { countAttempt: true });
       const ack = acknowledgements(msg, { code: 'AA', issues: [], text: 'duplicate of an already processed message; nothing new stored' });
       return { replies: ack, id: dup.id, status: dup.status };
     }
-    if (dup) {
-      // An earlier attempt that never committed (crash, error): this resend takes its place.
-      id = dup.id;
-      await updateMessage(deps.db, id, { countAttempt: true, status: 'received', error: null });
-    } else {
-      id = await recordMessage(deps.db, base(msg, raw, meta));
-    }
-  } else {
-    id = await recordMessage(deps.db, base(msg, raw, meta));
+    earlier = dup?.id;
   }
+  const id = earlier ?? randomUUID();
+  // One commit per message: the log row is written with what the message produced (or why it did not), in the
+  // same transaction, and the ACK follows that commit. A crash before it leaves nothing; the sender resends.
+  const logAs = async (q: Queryable, outcome: MessagePatch & { status: MessageStatus }) => {
+    if (earlier) await updateMessage(q, id, { ...outcome, countAttempt: true });
+    else await recordMessage(q, { ...base(msg, raw, meta), ...outcome, id });
+  };
 
   const fail = async (code: 'AE' | 'AR', issues: Hl7Issue[]) => {
     const ack = acknowledgements(msg, { code, issues });
-    await updateMessage(deps.db, id, { status: 'error', error: issues.map(formatIssue).join('; '), ack: ack.join('\n') });
+    await logAs(deps.db, { status: 'error', error: issues.map(formatIssue).join('; '), ack: ack.join('\n') });
     return { replies: ack, id, status: 'error' };
   };
 
@@ -156,10 +165,10 @@ export async function processMessage(
         : 'device reading without a patient identifier and no device association service available';
       const ack = acknowledgements(msg, { code: 'AA', issues: [], text: 'held: waiting for a patient-device association' });
       await deps.db.transaction(async (tx) => {
+        await logAs(tx, { status: 'held', holdKind: 'association', error: reason, ack: ack.join('\n') });
         if (deps.devices) {
           await deps.devices.holdForAssociation(tx, { source: 'hl7v2', messageId: id, deviceIdentifiers: need.deviceIdentifiers, location: need.location, at: need.at, bundle, reason });
         }
-        await updateMessage(tx, id, { status: 'held', error: reason, ack: ack.join('\n') });
       });
       deps.log.info(`held ${msg.messageType} ${controlId} from ${msg.sender}: ${reason}`);
       return { replies: ack, id, status: 'held' };
@@ -168,12 +177,33 @@ export async function processMessage(
 
   try {
     const ack = acknowledgements(msg, { code: 'AA', issues: [] });
-    await deps.db.transaction(async (tx) => {
+    const refused = await deps.db.transaction(async (tx) => {
+      // Principle 5: an order number (or visit, specimen id) of another patient refuses the message, before any write.
+      const guarded = await guardPatientIdentity(tx, bundle, 'refuse');
+      if (guarded.conflicts.length) {
+        const issues = conflictIssues(guarded.conflicts, mapped);
+        const nack = acknowledgements(msg, { code: 'AE', issues });
+        await logAs(tx, {
+          status: 'held',
+          holdKind: 'identity-conflict',
+          error: issues.map(formatIssue).join('; '),
+          ack: nack.join('\n'),
+          patientRefs: [...new Set(guarded.conflicts.map((c) => c.existingPatient))],
+        });
+        return { nack, issues };
+      }
+      bundle = guarded.bundle;
       const response = await deps.transact(bundle, tx);
       const refs = resultRefs(bundle, response);
+      // ADT merges run in this same transaction: the prior record's data moves with the links, or nothing does.
+      for (const m of mapped.merges ?? []) {
+        if (!deps.mergePatients) throw new Error('patient merge is not available in this process; the merge was not applied');
+        const ref = (fullUrl: string) => refs[bundle.entry!.findIndex((e) => e.fullUrl === fullUrl)] ?? fullUrl;
+        await deps.mergePatients(tx, { source: ref(m.merged), target: ref(m.survivor), who: `HL7 v2 ${msg.sender}`, reason: `${msg.messageType} ${controlId}` });
+      }
       const patientRefs = refs.filter((r, i) => r.startsWith('Patient/') && (bundle.entry![i]?.fullUrl === mapped.patientRef || !mapped.patientRef));
       const fromSubject = bundle.entry?.map((e) => (e.resource as { subject?: Reference } | undefined)?.subject?.reference).find((r) => r?.startsWith('Patient/'));
-      await updateMessage(tx, id, {
+      await logAs(tx, {
         status: 'processed',
         error: null,
         ack: ack.join('\n'),
@@ -181,7 +211,12 @@ export async function processMessage(
         patientRefs: patientRefs.length ? patientRefs : fromSubject ? [fromSubject] : [],
       });
       await deps.beforeCommit?.(id);
+      return undefined;
     });
+    if (refused) {
+      deps.log.warn(`held ${msg.messageType} ${controlId} from ${msg.sender}: identity conflict: ${refused.issues.map(formatIssue).join('; ')}`);
+      return { replies: refused.nack, id, status: 'held' };
+    }
     return { replies: ack, id, status: 'processed' };
   } catch (e) {
     const err = e as Error & { status?: number };
@@ -189,6 +224,58 @@ export async function processMessage(
     deps.log.error(`${msg.messageType} ${controlId} from ${msg.sender}: ${err.message}`);
     return fail('AE', issues);
   }
+}
+
+/** One ERR per refused key (an OBR's report, results and specimen share one), naming the other patient by identifier only. */
+function conflictIssues(conflicts: IdentityConflict[], mapped: MappedMessage): Hl7Issue[] {
+  const seen = new Set<string>();
+  const issues: Hl7Issue[] = [];
+  for (const c of conflicts) {
+    const origin = mapped.keyOrigins?.[c.entry];
+    const where = origin ? `${origin.segment.name}#${origin.segment.sequence}-${origin.field}` : c.condition;
+    if (seen.has(where)) continue;
+    seen.add(where);
+    const who = c.existingPatientIdentifiers.map(showIdentifier).join(', ') || c.existingPatient;
+    const key = decodeURIComponent(c.condition.replace(/^identifier=/, '').split('|').pop() ?? c.condition);
+    const what = origin ? `${origin.segment.name}-${origin.field} ${origin.what} ${origin.segment.raw(origin.field)}` : `${c.resourceType} identifier ${key}`;
+    issues.push({
+      code: HL7_ERROR.duplicateKeyIdentifier,
+      segment: origin?.segment.name,
+      sequence: origin?.segment.sequence,
+      field: origin?.field,
+      message: `${what} already belongs to another patient (${who}); refused and held for review, nothing was changed`,
+    });
+  }
+  return issues;
+}
+
+function showIdentifier(i: Identifier): string {
+  const type = i.type?.coding?.[0]?.code;
+  return `${type ? `${type} ` : ''}${i.value ?? ''}${i.system ? ` (${i.system})` : ''}`;
+}
+
+/**
+ * Files a message held for an identity conflict for its own patient, as new resources (an operator's decision,
+ * see src/messages/held-resolution.ts): the same mapping as on receipt, the guard in file-as-new mode.
+ */
+export async function fileHeldAsNew(deps: ProcessorDeps, tx: Tx, message: MessageRecord): Promise<FiledMessage> {
+  const env = splitEnvelope(message.raw);
+  if (env.messages.length !== 1 || env.problems.length) throw conflict(`message ${message.id} is not a single HL7 v2 message`);
+  const msg = Hl7v2Message.parse(env.messages[0]!);
+  const mapped = mapMessage(msg, deps.mapping());
+  let bundle = mapped.bundle;
+  if (mapped.needsAssociation) {
+    const need = mapped.needsAssociation;
+    const found = deps.devices ? await deps.devices.resolveAssociation(tx, need, need.at) : null;
+    if (!found) throw conflict(`message ${message.id} is a device reading without a patient and no association covers it`);
+    bundle = fileToPatient(bundle, found.patient);
+  }
+  bundle = (await guardPatientIdentity(tx, bundle, 'file-as-new')).bundle;
+  const response = await deps.transact(bundle, tx);
+  const refs = resultRefs(bundle, response);
+  const own = bundle.entry?.map((e) => (e.resource as { subject?: Reference } | undefined)?.subject?.reference).find((r) => r?.startsWith('Patient/'));
+  const patientRefs = refs.filter((r, i) => r.startsWith('Patient/') && bundle.entry![i]?.fullUrl === mapped.patientRef);
+  return { resourceRefs: refs, patientRefs: patientRefs.length ? patientRefs : own ? [own] : [] };
 }
 
 function base(msg: Hl7v2Message, raw: Buffer, meta: { remoteAddress?: string; channel?: string; replayOf?: string }) {

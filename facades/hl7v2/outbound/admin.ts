@@ -2,7 +2,7 @@
 import express, { type Request } from 'express';
 import type { Database } from '../../../src/index.js';
 import { badRequest, conflict, notFound } from '../../../src/index.js';
-import { getDestination, listDestinations, parseDestination, saveDestination, setPaused } from './destinations.js';
+import { getDestination, listDestinations, parseDestination, saveDestination, setPaused, statusesOf, type Destination } from './destinations.js';
 import { countsByDestination, emptyCounts, getOutbox, listOutbox, OUTBOX_STATES, replay, replayAll, type OutboxState } from './outbox.js';
 
 export interface AdminHooks {
@@ -29,13 +29,16 @@ function intParam(v: unknown, what: string): number | undefined {
   return n;
 }
 
+/** A destination as the API shows it: the result statuses it takes spelled out, also when they are its profile's default. */
+const view = (d: Destination) => ({ ...d, statuses: [...statusesOf(d)] });
+
 export function outboundAdminRouter(db: Database, hooks: AdminHooks): express.Router {
   const r = express.Router();
   const body = (req: Request) => (req.body && typeof req.body === 'object' ? (req.body as Record<string, unknown>) : {});
 
   r.get('/destinations', async (_req, res) => {
     const [dests, counts] = await Promise.all([listDestinations(db), countsByDestination(db)]);
-    res.json({ destinations: dests.map((d) => ({ ...d, counts: counts[d.name] ?? emptyCounts() })) });
+    res.json({ destinations: dests.map((d) => ({ ...view(d), counts: counts[d.name] ?? emptyCounts() })) });
   });
 
   r.post('/destinations', async (req, res) => {
@@ -47,13 +50,13 @@ export function outboundAdminRouter(db: Database, hooks: AdminHooks): express.Ro
     }
     await saveDestination(db, dest);
     await hooks.changed();
-    res.status(existing ? 200 : 201).json(dest);
+    res.status(existing ? 200 : 201).json(view(dest));
   });
 
   r.get('/destinations/:name', async (req, res) => {
     const dest = await getDestination(db, req.params.name);
     if (!dest) throw notFound(`no destination named ${req.params.name}`);
-    res.json({ ...dest, counts: (await countsByDestination(db))[dest.name] ?? emptyCounts() });
+    res.json({ ...view(dest), counts: (await countsByDestination(db))[dest.name] ?? emptyCounts() });
   });
 
   /** Changes the settings given and keeps the others. */
@@ -62,14 +65,15 @@ export function outboundAdminRouter(db: Database, hooks: AdminHooks): express.Ro
     const dest = parseDestination({ ...body(req), name: req.params.name }, existing);
     await saveDestination(db, dest);
     await hooks.changed();
-    res.status(existing ? 200 : 201).json(dest);
+    res.status(existing ? 200 : 201).json(view(dest));
   });
 
   for (const [action, paused] of [['pause', true], ['resume', false]] as const) {
     r.post(`/destinations/:name/${action}`, async (req, res) => {
       if (!(await setPaused(db, req.params.name, paused))) throw notFound(`no destination named ${req.params.name}`);
       await hooks.changed();
-      res.json(await getDestination(db, req.params.name));
+      const d = await getDestination(db, req.params.name);
+      res.json(d && view(d));
     });
   }
 

@@ -4,7 +4,10 @@
  * Observation's own code, because receivers file OBX only under an order.
  */
 import type { DiagnosticReport, Encounter, Identifier, Observation, Patient, Quantity } from '@medplum/fhirtypes';
-import { comps, cwe, ei, esc, identifierTypeCode, nm, reps, ts, xcn } from './datatypes.js';
+import { PQ_TRANSLATION } from '../inbound/datatypes.js';
+import { codingSystemName, comps, cwe, ei, esc, identifierTypeCode, nm, reps, ts, xcn } from './datatypes.js';
+
+const UCUM = 'http://unitsofmeasure.org';
 import type { Dialect } from './profiles.js';
 import { msh, pid, pv1, segment } from './segments.js';
 
@@ -133,11 +136,21 @@ function subId(o: Observation): string {
   return key.slice(key.lastIndexOf('#') + 1);
 }
 
+/**
+ * OBX-6: UCUM in the first triplet and, as the alternate (CWE-4..6), the unit code the result arrived with
+ * when that was a local or MDC code (the inbound mapper keeps it as the iso21090-PQ-translation extension).
+ * A unit that is not UCUM goes with its own code and coding system when it has them, otherwise as text.
+ */
 function units(q: Quantity | undefined, d: Dialect): string {
   if (!q) return '';
-  const ucum = q.system === 'http://unitsofmeasure.org' && q.code;
-  if (d.units === 'text' || !ucum) return esc(q.unit ?? q.code);
-  return comps(esc(q.code), q.unit && q.unit !== q.code ? esc(q.unit) : '', 'UCUM');
+  const ucum = q.system === UCUM && q.code;
+  if (d.units === 'text') return esc(q.unit ?? q.code);
+  const alt = q.extension?.find((e) => e.url === PQ_TRANSLATION)?.valueQuantity;
+  const altTriplet = alt?.code ? [esc(alt.code), esc(alt.unit), esc(codingSystemName(alt.system, d))] : [];
+  if (ucum) return comps(esc(q.code), q.unit && q.unit !== q.code ? esc(q.unit) : '', 'UCUM', ...altTriplet);
+  if (q.code && q.system) return comps(esc(q.code), q.unit && q.unit !== q.code ? esc(q.unit) : '', esc(codingSystemName(q.system, d)), ...altTriplet);
+  if (altTriplet.length) return comps(esc(q.unit ?? q.code), '', '', ...altTriplet);
+  return esc(q.unit ?? q.code);
 }
 
 function value(o: Observation, d: Dialect): { type: string; value: string; unit?: Quantity } {

@@ -6,6 +6,7 @@
 import type { DiagnosticReport, Encounter, Observation, Patient, Procedure, Reference, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import type { Repository } from '../../../src/index.js';
 import { FhirError } from '../../../src/index.js';
+import { buildMergeMessage } from './build-adt.js';
 import { buildOrder, type OrderControl } from './build-orm.js';
 import { buildOru, type Withdrawal } from './build-oru.js';
 import type { Dialect } from './profiles.js';
@@ -129,8 +130,14 @@ function withSourceProcessingId(d: Dialect, resources: Array<Resource | undefine
   return { ...d, processingId: pid };
 }
 
-export async function buildMessage(repo: Repository, row: { event: string; groupKey: string }, d: Dialect, controlId: string): Promise<Built> {
+/**
+ * `statuses`: the result statuses the destination takes; a report's results in other statuses are left out of
+ * its ORU (a finals-only receiver gets the final OBX of a report whose other results are still preliminary).
+ * Withdrawals carry every result: the receiver must see what it is asked to take back.
+ */
+export async function buildMessage(repo: Repository, row: { event: string; groupKey: string }, d: Dialect, controlId: string, statuses?: ReadonlySet<string>): Promise<Built> {
   const [family, control] = row.event.split(':');
+  if (family === 'ADT') return buildMergeMessage(repo, row, d, controlId);
   if (family === 'ORU' && control === 'WITHDRAW') return buildWithdrawal(repo, row.groupKey, d, controlId);
   if (family === 'ORU') {
     let report: DiagnosticReport | undefined;
@@ -148,8 +155,11 @@ export async function buildMessage(repo: Repository, row: { event: string; group
       subject = o.subject;
       encounter = o.encounter;
     }
-    if (observations.length === 0 && !report?.presentedForm?.length) {
-      throw new BuildError(`${row.groupKey} has no results (DiagnosticReport.result names no readable Observation)`);
+    if (statuses) observations = observations.filter((o) => statuses.has(o.status));
+    // A report without results still goes (ORU_R01's OBX are optional): OBR-25 `I` "specimen in lab", or a
+    // report whose OBR came alone. Unless the destination takes neither the report's status nor any result.
+    if (observations.length === 0 && !report?.presentedForm?.length && !(report && (!statuses || statuses.has(report.status)))) {
+      throw new BuildError(`${row.groupKey} has no results this destination takes (statuses ${[...(statuses ?? [])].join(', ') || 'any'})`);
     }
     const dialect = withSourceProcessingId(d, [report, ...observations], row.groupKey);
     const patient = await readOptional<Patient>(repo, subject, 'Patient');

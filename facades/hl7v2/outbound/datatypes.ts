@@ -6,6 +6,7 @@
  */
 import type { Address, CodeableConcept, Coding, ContactPoint, HumanName, Identifier, Reference } from '@medplum/fhirtypes';
 import { escapeHl7 } from '../escape.js';
+import { CX6_EXTENSION, HD_EXTENSION } from '../inbound/datatypes.js';
 import { DEFAULT_CODING_SYSTEMS } from '../inbound/mapping-config.js';
 import { DEFAULT_DELIMITERS } from '../message.js';
 import type { Dialect } from './profiles.js';
@@ -55,10 +56,24 @@ export function cwe(cc: CodeableConcept | undefined, d: Dialect): string {
   return comps(...parts);
 }
 
-/** Identifier system → HD (namespace & universal id & type). */
-export function hd(system: string | undefined, d: Dialect): string {
+/** An HD kept by the inbound mapper as an extension (namespace, universal id, its type), or undefined. */
+function keptHd(id: Identifier | undefined, url: string): [string, string, string] | undefined {
+  const ext = id?.extension?.find((e) => e.url === url);
+  if (!ext?.extension?.length) return undefined;
+  const part = (k: string) => ext.extension!.find((e) => e.url === k)?.valueString ?? '';
+  return [part('namespace'), part('universalId'), part('universalIdType')];
+}
+
+/**
+ * Identifier system → HD (namespace & universal id & type). A site's `assigningAuthorities` entry wins; then
+ * the HD as it was received (kept by the inbound mapper on the Identifier), so `MPI&2.16.840…&ISO` leaves as
+ * it came; then what the system itself says.
+ */
+export function hd(system: string | undefined, d: Dialect, id?: Identifier): string {
+  if (system && d.assigningAuthorities[system]) return esc(d.assigningAuthorities[system]);
+  const kept = keptHd(id, HD_EXTENSION);
+  if (kept) return subs(...kept.map(esc));
   if (!system) return esc(d.defaultAssigningAuthority ?? '');
-  if (d.assigningAuthorities[system]) return esc(d.assigningAuthorities[system]);
   if (system.startsWith(LOCAL_AA)) return esc(decodeURIComponent(system.slice(LOCAL_AA.length)));
   if (system.startsWith('urn:oid:')) return subs('', esc(system.slice(8)), 'ISO');
   if (d.defaultAssigningAuthority) return esc(d.defaultAssigningAuthority);
@@ -70,16 +85,17 @@ export function identifierTypeCode(id: Identifier): string | undefined {
   return id.type?.coding?.find((c) => c.system === V2_0203 || !c.system)?.code;
 }
 
-/** Identifier → CX: value ^^^ assigning authority ^ identifier type. */
+/** Identifier → CX: value ^^^ assigning authority ^ identifier type ^ assigning facility (CX-6, when received). */
 export function cx(id: Identifier, d: Dialect, typeOverride?: string): string {
-  return comps(esc(id.value), '', '', hd(id.system, d), esc(typeOverride ?? identifierTypeCode(id) ?? ''));
+  const facility = keptHd(id, CX6_EXTENSION);
+  return comps(esc(id.value), '', '', hd(id.system, d, id), esc(typeOverride ?? identifierTypeCode(id) ?? ''), facility ? subs(...facility.map(esc)) : '');
 }
 
 /** Identifier → EI (placer/filler order numbers): entity id ^ namespace ^ universal id ^ type. */
 export function ei(id: Identifier | undefined, d: Dialect): string {
   if (!id?.value) return '';
   // HD's subcomponents become EI's components 2-4.
-  const h = hd(id.system, d).split(D.subcomponent);
+  const h = hd(id.system, d, id).split(D.subcomponent);
   return comps(esc(id.value), h[0] ?? '', h[1] ?? '', h[2] ?? '');
 }
 

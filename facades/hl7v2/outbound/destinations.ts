@@ -8,8 +8,31 @@ import type { Queryable } from '../../../src/index.js';
 import { badRequest } from '../../../src/index.js';
 import { DIALECT_KEYS, PROFILE_NAMES, type Dialect, type ProfileName } from './profiles.js';
 
-export const MESSAGE_TYPES = ['ORU', 'ORM', 'OML'] as const;
+export const MESSAGE_TYPES = ['ORU', 'ORM', 'OML', 'ADT'] as const;
 export type MessageTypeName = (typeof MESSAGE_TYPES)[number];
+
+/**
+ * Result statuses (FHIR Observation / DiagnosticReport status) a destination can take. A lab interface to
+ * Epic or Oracle Health carries preliminary results (OBX-11 / OBR-25 `P`) and then their finals and
+ * corrections; `registered` is OBR-25 `I` (specimen in lab), `partial` OBR-25 `A`, `cancelled` OBX-11 /
+ * OBR-25 `X` for a result that arrives cancelled, `unknown` a result that came with no OBX-11 / OBR-25.
+ * `entered-in-error` is not among them: taking back a result a destination received always goes to it.
+ */
+export const RESULT_STATUSES = ['registered', 'preliminary', 'partial', 'final', 'amended', 'corrected', 'appended', 'cancelled', 'unknown'] as const;
+export type ResultStatus = (typeof RESULT_STATUSES)[number];
+
+/**
+ * What a destination takes when it does not say: everything for a generic receiver; Epic and Oracle Health
+ * result interfaces want an OBX-11 / OBR-25 on every result, so not `unknown` (a blank status).
+ */
+export function defaultStatuses(profile: ProfileName): ResultStatus[] {
+  return profile === 'generic' ? [...RESULT_STATUSES] : RESULT_STATUSES.filter((s) => s !== 'unknown');
+}
+
+/** The statuses a destination takes: its own list, else its profile's default. */
+export function statusesOf(d: Destination): Set<string> {
+  return new Set(d.statuses ?? defaultStatuses(d.profile));
+}
 
 export interface TlsSettings {
   /** PEM file paths (read when connecting) or PEM text. */
@@ -37,6 +60,8 @@ export interface Destination {
   tls?: TlsSettings;
   /** Search criteria on the triggering resource, e.g. "DiagnosticReport?category=LAB". */
   filter: string[];
+  /** Result statuses it takes (results of other statuses are not sent to it); undefined = the profile's default. */
+  statuses?: ResultStatus[];
   ackTimeoutMs: number;
   retry: RetryPolicy;
   /** Dialect overrides (MSH-3..6, version, timestamps, PID-3 choice, ...). */
@@ -69,7 +94,7 @@ function list(v: unknown): string[] {
 export function parseDestination(input: unknown, base?: Destination): Destination {
   if (!input || typeof input !== 'object' || Array.isArray(input)) throw badRequest('a destination must be a JSON object');
   const o = input as Record<string, unknown>;
-  const known = new Set(['name', 'host', 'port', 'profile', 'types', 'tls', 'filter', 'ackTimeoutMs', 'retry', 'options', 'paused']);
+  const known = new Set(['name', 'host', 'port', 'profile', 'types', 'tls', 'filter', 'statuses', 'ackTimeoutMs', 'retry', 'options', 'paused']);
   const unknown = Object.keys(o).filter((k) => !known.has(k));
   if (unknown.length) throw badRequest(`unknown destination setting(s): ${unknown.join(', ')} (known: ${[...known].join(', ')})`);
   const name = String(o.name ?? base?.name ?? '');
@@ -85,6 +110,7 @@ export function parseDestination(input: unknown, base?: Destination): Destinatio
   if (badTypes.length) throw badRequest(`destination ${name}: message type(s) ${badTypes.join(', ')} not supported (supported: ${MESSAGE_TYPES.join(', ')})`);
   const filter = o.filter !== undefined ? list(o.filter) : base?.filter ?? [];
   for (const f of filter) compileFilter(f, name);
+  const statuses = parseStatuses(o.statuses, base?.statuses, name);
   const ackTimeoutMs = num(o.ackTimeoutMs ?? base?.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS, `destination ${name}: ackTimeoutMs`, 100, 3_600_000);
   const r = (o.retry ?? {}) as Record<string, unknown>;
   if (typeof r !== 'object') throw badRequest(`destination ${name}: retry must be an object`);
@@ -130,7 +156,21 @@ export function parseDestination(input: unknown, base?: Destination): Destinatio
     }
   }
   const paused = o.paused === undefined ? base?.paused ?? false : o.paused === true || o.paused === 'true';
-  return { name, host, port, profile, types: [...new Set(types)] as MessageTypeName[], tls, filter, ackTimeoutMs, retry, options, paused, source: base?.source ?? 'api' };
+  return { name, host, port, profile, types: [...new Set(types)] as MessageTypeName[], tls, filter, statuses, ackTimeoutMs, retry, options, paused, source: base?.source ?? 'api' };
+}
+
+/** `statuses`: a list or comma-separated text of RESULT_STATUSES; absent keeps `base`; [] or null = the profile default. */
+function parseStatuses(v: unknown, base: ResultStatus[] | undefined, name: string): ResultStatus[] | undefined {
+  if (v === undefined) return base;
+  if (v === null) return undefined;
+  const given = list(v).map((x) => x.toLowerCase());
+  if (given.length === 0) return undefined;
+  const bad = given.filter((x) => !(RESULT_STATUSES as readonly string[]).includes(x));
+  if (bad.length) {
+    const hint = bad.includes('entered-in-error') ? ' (a withdrawal always goes to a destination that received the result; it needs no status)' : '';
+    throw badRequest(`destination ${name}: unknown result status(es) ${bad.join(', ')}${hint} (known: ${RESULT_STATUSES.join(', ')})`);
+  }
+  return RESULT_STATUSES.filter((x) => given.includes(x));
 }
 
 /** "Observation?code=http://loinc.org|2345-7" → a SearchRequest, or a 400 naming the destination. */
@@ -166,6 +206,7 @@ function fromRow(r: Row): Destination {
     types: r.message_types as MessageTypeName[],
     tls: cfg.tls,
     filter: cfg.filter ?? [],
+    statuses: cfg.statuses,
     ackTimeoutMs: cfg.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS,
     retry: { ...DEFAULT_RETRY, ...cfg.retry },
     options: cfg.options ?? {},
@@ -186,7 +227,8 @@ export async function getDestination(q: Queryable, name: string): Promise<Destin
 
 /** Inserts or replaces; `keepPaused` leaves an operator's pause alone when a config file is re-applied. */
 export async function saveDestination(q: Queryable, d: Destination, opts: { keepPaused?: boolean } = {}): Promise<void> {
-  const config = JSON.stringify({ tls: d.tls, filter: d.filter, ackTimeoutMs: d.ackTimeoutMs, retry: d.retry, options: d.options });
+  // Statuses live in config like the other settings only the outbound code reads: no column, no migration.
+  const config = JSON.stringify({ tls: d.tls, filter: d.filter, statuses: d.statuses, ackTimeoutMs: d.ackTimeoutMs, retry: d.retry, options: d.options });
   await q.query(
     `INSERT INTO hl7_destination (name, host, port, profile, message_types, config, paused, source)
      VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)

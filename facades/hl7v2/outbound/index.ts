@@ -12,7 +12,7 @@ import { withdraw } from './withdrawal.js';
 import { activate, eventsFor, wants, type ActiveDestination } from './triggers.js';
 import { DestinationWorker, type WorkerOptions } from './worker.js';
 
-const TRIGGER_TYPES = new Set(['DiagnosticReport', 'Observation', 'ServiceRequest', 'Procedure']);
+const TRIGGER_TYPES = new Set(['DiagnosticReport', 'Observation', 'ServiceRequest', 'Procedure', 'Patient']);
 
 export interface OutboundHandle extends RunningFacade {
   /** Re-reads destinations now (tests, and after admin changes in this process). */
@@ -95,6 +95,9 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
   // makes it. Only delivery depends on `listen`. Observations written in the same transaction as their
   // report need no lookup of their own.
   const perTx = new WeakMap<Tx, Set<string>>();
+  // Rows this transaction already queued (destination, event, group): a report's 20 results each name the
+  // report again (see eventsFor); the first row stands, the other 19 need no statement.
+  const queuedInTx = new WeakMap<Tx, Set<string>>();
   repo.onChange(async (tx, change) => {
     // A deletion carries only `previous`: it matters when it takes back a result already sent.
     const subject = change.resource ?? change.previous;
@@ -109,13 +112,19 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
     if (events.length === 0) return;
     const rows: NewOutboxRow[] = [];
     const trigger = `${change.resourceType}/${change.id}/_history/${change.versionId}`;
+    let queued = queuedInTx.get(tx);
+    if (!queued) queuedInTx.set(tx, (queued = new Set()));
     for (const ev of events) {
       if (ev.withdrawal) {
         for (const name of await withdraw(tx, active, ev, trigger)) workers.get(name)?.wake();
         continue;
       }
       for (const a of active) {
-        if (change.resource && wants(a, ev, change.resource)) rows.push({ destination: a.dest.name, event: ev.event, groupKey: ev.groupKey, triggerRef: trigger, patientKey: ev.patientKey, carries: ev.carries });
+        if (!change.resource || !wants(a, ev, ev.filterOn ?? change.resource)) continue;
+        const k = `${a.dest.name}\u0000${ev.event}\u0000${ev.groupKey}`;
+        if (queued.has(k)) continue;
+        queued.add(k);
+        rows.push({ destination: a.dest.name, event: ev.event, groupKey: ev.groupKey, triggerRef: trigger, patientKey: ev.patientKey, carries: ev.carries });
       }
     }
     if (rows.length === 0) return;

@@ -14,7 +14,7 @@ import type { Repository } from '../../../src/index.js';
 import { recordMessage } from '../../../src/index.js';
 import { AckProtocolError, readAck } from './ack.js';
 import { buildMessage, BuildError, withControlId } from './build.js';
-import type { Destination, RetryPolicy } from './destinations.js';
+import { statusesOf, type Destination, type RetryPolicy } from './destinations.js';
 import { MllpClient, MllpTransportError } from './mllp-client.js';
 import { claim, finish, release, savePayload, type Outcome, type OutboxRow } from './outbox.js';
 import { dialectFor, type Dialect } from './profiles.js';
@@ -157,7 +157,7 @@ export class DestinationWorker {
         controlId = `${d.controlIdPrefix}${row.id}`;
         if (payload) payload = withControlId(payload, controlId);
         else {
-          const built = await buildMessage(this.repo, row, d, controlId);
+          const built = await buildMessage(this.repo, row, d, controlId, statusesOf(this.dest));
           payload = built.text;
           messageType = built.messageType;
         }

@@ -41,6 +41,21 @@ export function observationKey(deviceKey: string, sampleId: string | undefined, 
   return hash(deviceKey, sampleId ?? '', o.testId, o.effective ?? '', valueText(o.value), o.status ?? '');
 }
 
+/**
+ * A transaction entry that is never written: it lets the identity guard check (under its lock) whether a sample
+ * id already names another patient's DiagnosticReport. Reports keep the sample id as an identifier without
+ * system (type "specimen id"), hence `|<id>`; a sample id of an HL7 order without system matches too, which is
+ * wanted (the same tube).
+ */
+export function specimenProbe(sampleId: string | undefined, patient: string): BundleEntry | undefined {
+  if (!sampleId) return undefined;
+  const esc = sampleId.replace(/[\\,$|]/g, (c) => `\\${c}`);
+  return {
+    resource: { resourceType: 'DiagnosticReport', status: 'unknown', code: { text: 'specimen id probe' }, subject: { reference: patient } },
+    request: { method: 'POST', url: 'DiagnosticReport', ifNoneExist: `identifier=${encodeURIComponent(`|${esc}`)}` },
+  };
+}
+
 export interface BundleInput {
   report: ReportDraft;
   deviceIdentifiers: Identifier[];

@@ -1,0 +1,172 @@
+/**
+ * Patient identity guard for facade transactions (DESIGN principle 5): an identifier match (order number,
+ * accession, sample id, visit number) must never move existing clinical data to another patient.
+ *
+ * A facade's transaction Bundle keys its resources by business identifiers (conditional update / create).
+ * Before it is written, every such entry that names a patient is checked against what the identifier
+ * already matches: a match that belongs to another patient is a conflict. The check runs under the same
+ * advisory locks the transaction takes for those conditions, so two messages racing on one order number
+ * cannot both pass it.
+ *
+ * REST clients are not guarded: a clinician's PUT that changes a subject is a deliberate correction.
+ */
+import type { Bundle, BundleEntry, Identifier, Patient, Reference, Resource } from '@medplum/fhirtypes';
+import type { Tx } from '../db/database.js';
+import { lockConditions, parseQuery } from './repository.js';
+import { searchIdsMany } from './search/index.js';
+
+export interface IdentityConflict {
+  /** Index of the Bundle entry whose identifier matched another patient's resource. */
+  entry: number;
+  resourceType: string;
+  /** The condition that matched, e.g. `identifier=urn:…|FL-77`. */
+  condition: string;
+  /** 'DiagnosticReport/<id>': the existing resource the identifier belongs to. */
+  existing: string;
+  /** 'Patient/<id>' of the existing resource. */
+  existingPatient: string;
+  /** That patient's identifiers (never demographics): what an error may show to name it. */
+  existingPatientIdentifiers: Identifier[];
+}
+
+/**
+ * refuse: report conflicts (the caller holds the message; nothing is written).
+ * file-as-new: an operator decided the message is for its own patient: conflicting entries become new
+ * resources (same identifiers), other patients' resources stay as they are.
+ */
+export type ConflictPolicy = 'refuse' | 'file-as-new';
+
+export interface GuardResult {
+  conflicts: IdentityConflict[];
+  /** The Bundle to write: same-patient matches pinned to their id (an identifier shared by two patients after a
+   * file-as-new must not make the condition ambiguous), conflicting entries turned into creates under file-as-new. */
+  bundle: Bundle;
+}
+
+interface Conditional {
+  index: number;
+  resourceType: string;
+  query: string;
+  /** The advisory lock key the transaction processor uses for this condition. */
+  lockQuery: string;
+}
+
+function conditionOf(e: BundleEntry, index: number): Conditional | undefined {
+  const req = e.request;
+  if (!req || !e.resource) return undefined;
+  if (req.method === 'POST' && req.ifNoneExist && !req.url.includes('/')) {
+    return { index, resourceType: req.url, query: req.ifNoneExist, lockQuery: req.ifNoneExist };
+  }
+  if (req.method === 'PUT') {
+    const q = req.url.indexOf('?');
+    if (q < 0) return undefined;
+    const query = req.url.slice(q + 1);
+    return { index, resourceType: req.url.slice(0, q), query, lockQuery: new URLSearchParams(parseQuery(query)).toString() };
+  }
+  return undefined;
+}
+
+/** The patient a resource is about: subject or patient, when it is a Patient reference (literal or a bundle fullUrl). */
+function patientRefOf(r: Resource): string | undefined {
+  const x = r as { subject?: Reference; patient?: Reference };
+  const ref = x.subject?.reference ?? x.patient?.reference;
+  if (!ref) return undefined;
+  if (ref.startsWith('Patient/') || ref.startsWith('urn:uuid:') || ref.startsWith('urn:oid:')) return ref;
+  return undefined;
+}
+
+export async function guardPatientIdentity(tx: Tx, input: Bundle, policy: ConflictPolicy = 'refuse'): Promise<GuardResult> {
+  const entries = input.entry ?? [];
+  const conditionals = entries.map(conditionOf);
+  const patients = new Map<string, Conditional>();
+  const guarded: Conditional[] = [];
+  entries.forEach((e, i) => {
+    const c = conditionals[i];
+    if (!c) return;
+    if (c.resourceType === 'Patient') {
+      if (e.fullUrl) patients.set(e.fullUrl, c);
+    } else if (patientRefOf(e.resource!)) guarded.push(c);
+  });
+  if (guarded.length === 0) return { conflicts: [], bundle: input };
+
+  // The transaction will take these same locks; taking them first makes check-then-write atomic.
+  await lockConditions(tx, [...guarded, ...patients.values()].map((c) => [c.resourceType, c.lockQuery]));
+  const patientConds = [...patients.entries()];
+  const found = await searchIdsMany(
+    tx,
+    [...patientConds.map(([, c]) => c), ...guarded].map((c) => ({ resourceType: c.resourceType, params: parseQuery(c.query) })),
+    // More than one match of a business identifier is already possible (file-as-new): look at a few.
+    5,
+  );
+  const patientIdOf = new Map<string, string | null>(patientConds.map(([url], i) => [url, found[i]!.length === 1 ? found[i]![0]! : null]));
+  const matches = found.slice(patientConds.length);
+
+  // The existing resources those identifiers matched, to see whose they are.
+  const wanted = new Map<string, [string, string]>();
+  guarded.forEach((c, i) => {
+    for (const id of matches[i]!) wanted.set(`${c.resourceType}/${id}`, [c.resourceType, id] as [string, string]);
+  });
+  const owners = await ownersOf(tx, [...wanted.values()]);
+
+  const conflicts: IdentityConflict[] = [];
+  const out = structuredClone(input);
+  for (const [i, c] of guarded.entries()) {
+    const ids = matches[i]!;
+    if (ids.length === 0) continue;
+    const ref = patientRefOf(entries[c.index]!.resource!)!;
+    // A patient the message creates has no data yet: every match belongs to someone else.
+    const newPatient = ref.startsWith('Patient/') ? ref : patientIdOf.get(ref) ? `Patient/${patientIdOf.get(ref)}` : undefined;
+    const mine = ids.filter((id) => {
+      const owner = owners.get(`${c.resourceType}/${id}`);
+      return owner === undefined || owner === newPatient;
+    });
+    const entry = out.entry![c.index]!;
+    if (mine.length > 0) {
+      // Pinned, the transaction need not search for it again (a PUT to an id), and a number two patients hold
+      // after a file-as-new cannot make the condition ambiguous.
+      if (ids.length > 1 || entry.request!.method === 'PUT') pin(entry, c, mine[0]!);
+      continue;
+    }
+    if (policy === 'file-as-new') {
+      entry.request = { method: 'POST', url: c.resourceType };
+      continue;
+    }
+    const existing = `${c.resourceType}/${ids[0]}`;
+    const existingPatient = owners.get(existing)!;
+    conflicts.push({ entry: c.index, resourceType: c.resourceType, condition: c.query, existing, existingPatient, existingPatientIdentifiers: [] });
+  }
+  if (conflicts.length) {
+    const pids = [...new Set(conflicts.map((x) => x.existingPatient.slice('Patient/'.length)))];
+    const r = await tx.query<{ id: string; content: string }>("SELECT id, content FROM resource WHERE resource_type = 'Patient' AND id = ANY($1::text[]) AND NOT deleted", [pids]);
+    const idsOf = new Map<string, Identifier[]>();
+    for (const row of r.rows) {
+      const p = JSON.parse(row.content) as Patient;
+      idsOf.set(`Patient/${row.id}`, (p.identifier ?? []).map(({ system, value, type }) => ({ system, value, ...(type ? { type } : {}) })));
+    }
+    for (const x of conflicts) x.existingPatientIdentifiers = idsOf.get(x.existingPatient) ?? [];
+  }
+  return { conflicts, bundle: out };
+}
+
+/** Narrows a condition to one id: a PUT becomes PUT Type/id, a conditional create gets `_id`. */
+function pin(entry: BundleEntry, c: Conditional, id: string): void {
+  if (entry.request!.method === 'PUT') {
+    entry.request = { method: 'PUT', url: `${c.resourceType}/${id}` };
+    entry.resource = { ...entry.resource!, id };
+  } else {
+    entry.request = { ...entry.request!, ifNoneExist: `${c.query}&_id=${encodeURIComponent(id)}` };
+  }
+}
+
+/** 'Type/id' → 'Patient/<id>' its subject/patient names; absent when it names none. */
+async function ownersOf(tx: Tx, refs: Array<[string, string]>): Promise<Map<string, string>> {
+  const owners = new Map<string, string>();
+  if (refs.length === 0) return owners;
+  const r = await tx.query<{ resource_type: string; id: string; subject: string | null }>(
+    `SELECT resource_type, id, coalesce(content::jsonb->'subject'->>'reference', content::jsonb->'patient'->>'reference') AS subject
+       FROM resource WHERE (resource_type, id) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND NOT deleted`,
+    [refs.map((x) => x[0]), refs.map((x) => x[1])],
+  );
+  for (const row of r.rows) if (row.subject?.startsWith('Patient/')) owners.set(`${row.resource_type}/${row.id}`, row.subject);
+  return owners;
+}
