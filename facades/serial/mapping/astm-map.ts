@@ -58,16 +58,16 @@ function parseNumber(s: string): { value: number; comparator?: '<' | '<=' | '>='
   return { value: Number(m[2]), ...(m[1] ? { comparator: m[1] as '<' } : {}) };
 }
 
-/** "3.5 to 5.0", "3.5-5.0", "3.5^5.0", "<5", ">10" */
+/** "3.5 to 5.0", "3.5-5.0", "3.5^5.0", "<5", ">10": bounds for FHIR readers, the text as the instrument sent it. */
 function parseRange(s: string): ObservationDraft['referenceRange'] {
   const t = s.trim();
   if (!t) return undefined;
   const m = /^([+-]?\d+(?:\.\d+)?)\s*(?:to|-|\^|–|\.\.)\s*([+-]?\d+(?:\.\d+)?)$/i.exec(t);
-  if (m) return { low: Number(m[1]), high: Number(m[2]) };
+  if (m) return { low: Number(m[1]), high: Number(m[2]), text: t };
   const lt = /^<=?\s*(\d+(?:\.\d+)?)$/.exec(t);
-  if (lt) return { high: Number(lt[1]) };
+  if (lt) return { high: Number(lt[1]), text: t };
   const gt = /^>=?\s*(\d+(?:\.\d+)?)$/.exec(t);
-  if (gt) return { low: Number(gt[1]) };
+  if (gt) return { low: Number(gt[1]), text: t };
   return { text: t };
 }
 
