@@ -111,78 +111,83 @@ export async function processMessage(
     return { replies: [], id, status: 'processed' };
   }
   const controlId = msg.controlId;
-  // An earlier attempt of this message that failed (mapping error, crash): this resend takes over its log row.
-  let earlier: string | undefined;
-  if (controlId && !meta.replayOf) {
-    const dup = await findDuplicate(deps.db, msg.sender, controlId, { channel });
-    if (dup && dup.status === 'held' && dup.holdKind === 'identity-conflict' && dup.ack) {
-      // Still refused until an operator resolves it: the sender gets the same answer again, nothing is stored.
-      await updateMessage(deps.db, dup.id, { countAttempt: true });
-      return { replies: dup.ack.split('\n'), id: dup.id, status: dup.status };
-    }
-    if (dup && (dup.status === 'processed' || dup.status === 'held')) {
-      await updateMessage(deps.db, dup.id, { countAttempt: true });
-      const ack = acknowledgements(msg, { code: 'AA', issues: [], text: 'duplicate of an already processed message; nothing new stored' });
-      return { replies: ack, id: dup.id, status: dup.status };
-    }
-    earlier = dup?.id;
+  // Mapping is pure: done before the transaction, so the transaction holds its locks only while it writes.
+  let mapped: MappedMessage | undefined;
+  let refusal: { code: 'AE' | 'AR'; issues: Hl7Issue[] } | undefined;
+  try {
+    if (msg.defects.length) refusal = { code: 'AE', issues: msg.defects.map((d) => ({ code: HL7_ERROR.segmentSequence, message: d })) };
+    else mapped = mapMessage(msg, deps.mapping());
+  } catch (e) {
+    if (e instanceof Hl7RejectError) refusal = { code: 'AR', issues: e.issues };
+    else if (e instanceof Hl7DataError) refusal = { code: 'AE', issues: e.issues };
+    else throw e;
   }
-  const id = earlier ?? randomUUID();
+
+  let id: string = randomUUID();
+  // An earlier attempt of this message that failed (mapping error, crash): this resend takes over its log row.
+  let earlier = false;
   // One commit per message: the log row is written with what the message produced (or why it did not), in the
   // same transaction, and the ACK follows that commit. A crash before it leaves nothing; the sender resends.
   const logAs = async (q: Queryable, outcome: MessagePatch & { status: MessageStatus }) => {
     if (earlier) await updateMessage(q, id, { ...outcome, countAttempt: true });
     else await recordMessage(q, { ...base(msg, raw, meta), ...outcome, id });
   };
+  const reply = (code: 'AE' | 'AR', issues: Hl7Issue[]) => acknowledgements(msg, { code, issues });
 
-  const fail = async (code: 'AE' | 'AR', issues: Hl7Issue[]) => {
-    const ack = acknowledgements(msg, { code, issues });
-    await logAs(deps.db, { status: 'error', error: issues.map(formatIssue).join('; '), ack: ack.join('\n') });
-    return { replies: ack, id, status: 'error' };
-  };
-
-  let mapped;
   try {
-    if (msg.defects.length) {
-      return await fail('AE', msg.defects.map((d) => ({ code: HL7_ERROR.segmentSequence, message: d })));
-    }
-    mapped = mapMessage(msg, deps.mapping());
-  } catch (e) {
-    if (e instanceof Hl7RejectError) return fail('AR', e.issues);
-    if (e instanceof Hl7DataError) return fail('AE', e.issues);
-    throw e;
-  }
-
-  let bundle = mapped.bundle;
-  if (mapped.needsAssociation) {
-    const need = mapped.needsAssociation;
-    const found = deps.devices ? await deps.devices.resolveAssociation(deps.db, need, need.at) : null;
-    if (found) {
-      bundle = fileToPatient(bundle, found.patient);
-    } else {
-      const reason = deps.devices
-        ? ((await deps.devices.explainAssociation?.(deps.db, need, need.at))?.reason ?? 'no patient–device association covers the reading time')
-        : 'device reading without a patient identifier and no device association service available';
-      const ack = acknowledgements(msg, { code: 'AA', issues: [], text: 'held: waiting for a patient-device association' });
-      await deps.db.transaction(async (tx) => {
-        await logAs(tx, { status: 'held', holdKind: 'association', error: reason, ack: ack.join('\n') });
-        if (deps.devices) {
-          await deps.devices.holdForAssociation(tx, { source: 'hl7v2', messageId: id, deviceIdentifiers: need.deviceIdentifiers, location: need.location, at: need.at, bundle, reason });
+    return await deps.db.transaction(async (tx) => {
+      if (controlId && !meta.replayOf) {
+        // Copies of one message racing (a sender that timed out and resent on a new connection, two workers) take
+        // turns on their sender and control id, so the second sees the first as a duplicate instead of filing again.
+        await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`hl7v2:${channel}:${msg.sender ?? ''}:${controlId}`]);
+        const dup = await findDuplicate(tx, msg.sender, controlId, { channel });
+        if (dup && dup.status === 'held' && dup.holdKind === 'identity-conflict' && dup.ack) {
+          // Still refused until an operator resolves it: the sender gets the same answer again, nothing is stored.
+          await updateMessage(tx, dup.id, { countAttempt: true });
+          return { replies: dup.ack.split('\n'), id: dup.id, status: dup.status };
         }
-      });
-      deps.log.info(`held ${msg.messageType} ${controlId} from ${msg.sender}: ${reason}`);
-      return { replies: ack, id, status: 'held' };
-    }
-  }
+        if (dup && (dup.status === 'processed' || dup.status === 'held')) {
+          await updateMessage(tx, dup.id, { countAttempt: true });
+          const ack = acknowledgements(msg, { code: 'AA', issues: [], text: 'duplicate of an already processed message; nothing new stored' });
+          return { replies: ack, id: dup.id, status: dup.status };
+        }
+        if (dup) {
+          id = dup.id;
+          earlier = true;
+        }
+      }
+      if (refusal || !mapped) {
+        const { code, issues } = refusal!;
+        const ack = reply(code, issues);
+        await logAs(tx, { status: 'error', error: issues.map(formatIssue).join('; '), ack: ack.join('\n') });
+        return { replies: ack, id, status: 'error' };
+      }
 
-  try {
-    const ack = acknowledgements(msg, { code: 'AA', issues: [] });
-    const refused = await deps.db.transaction(async (tx) => {
+      let bundle = mapped.bundle;
+      if (mapped.needsAssociation) {
+        const need = mapped.needsAssociation;
+        const found = deps.devices ? await deps.devices.resolveAssociation(tx, need, need.at) : null;
+        if (found) {
+          bundle = fileToPatient(bundle, found.patient);
+        } else {
+          const reason = deps.devices
+            ? ((await deps.devices.explainAssociation?.(tx, need, need.at))?.reason ?? 'no patient–device association covers the reading time')
+            : 'device reading without a patient identifier and no device association service available';
+          const ack = acknowledgements(msg, { code: 'AA', issues: [], text: 'held: waiting for a patient-device association' });
+          await logAs(tx, { status: 'held', holdKind: 'association', error: reason, ack: ack.join('\n') });
+          if (deps.devices) {
+            await deps.devices.holdForAssociation(tx, { source: 'hl7v2', messageId: id, deviceIdentifiers: need.deviceIdentifiers, location: need.location, at: need.at, bundle, reason });
+          }
+          deps.log.info(`held ${msg.messageType} ${controlId} from ${msg.sender}: ${reason}`);
+          return { replies: ack, id, status: 'held' };
+        }
+      }
+
       // Principle 5: an order number (or visit, specimen id) of another patient refuses the message, before any write.
       const guarded = await guardPatientIdentity(tx, bundle, 'refuse');
       if (guarded.conflicts.length) {
         const issues = conflictIssues(guarded.conflicts, mapped);
-        const nack = acknowledgements(msg, { code: 'AE', issues });
+        const nack = reply('AE', issues);
         await logAs(tx, {
           status: 'held',
           holdKind: 'identity-conflict',
@@ -190,9 +195,11 @@ export async function processMessage(
           ack: nack.join('\n'),
           patientRefs: [...new Set(guarded.conflicts.map((c) => c.existingPatient))],
         });
-        return { nack, issues };
+        deps.log.warn(`held ${msg.messageType} ${controlId} from ${msg.sender}: identity conflict: ${issues.map(formatIssue).join('; ')}`);
+        return { replies: nack, id, status: 'held' };
       }
       bundle = guarded.bundle;
+      const ack = acknowledgements(msg, { code: 'AA', issues: [] });
       const response = await deps.transact(bundle, tx);
       const refs = resultRefs(bundle, response);
       // ADT merges run in this same transaction: the prior record's data moves with the links, or nothing does.
@@ -211,18 +218,16 @@ export async function processMessage(
         patientRefs: patientRefs.length ? patientRefs : fromSubject ? [fromSubject] : [],
       });
       await deps.beforeCommit?.(id);
-      return undefined;
+      return { replies: ack, id, status: 'processed' };
     });
-    if (refused) {
-      deps.log.warn(`held ${msg.messageType} ${controlId} from ${msg.sender}: identity conflict: ${refused.issues.map(formatIssue).join('; ')}`);
-      return { replies: refused.nack, id, status: 'held' };
-    }
-    return { replies: ack, id, status: 'processed' };
   } catch (e) {
-    const err = e as Error & { status?: number };
+    // The transaction rolled back: the failure is logged on its own, with the raw bytes, and answered AE.
+    const err = e as Error;
     const issues: Hl7Issue[] = [{ code: HL7_ERROR.applicationInternalError, message: `the resources could not be stored: ${err.message}` }];
     deps.log.error(`${msg.messageType} ${controlId} from ${msg.sender}: ${err.message}`);
-    return fail('AE', issues);
+    const ack = reply('AE', issues);
+    await logAs(deps.db, { status: 'error', error: issues.map(formatIssue).join('; '), ack: ack.join('\n') });
+    return { replies: ack, id, status: 'error' };
   }
 }
 
