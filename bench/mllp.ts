@@ -45,21 +45,15 @@ function parseOnly(): void {
   console.log(`parse only (10-OBX ORU^R01): ${Math.round(parse)} msgs/s; parse + map to a Bundle: ${Math.round(map)} msgs/s`);
 }
 
-async function endToEnd(label: string, databaseUrl?: string): Promise<void> {
-  const db = await openDatabase({ databaseUrl, dataDir: null });
-  const config = loadConfig({ AUTH: 'off', PORT: '0' });
-  const rt = await createRuntime(config, { db });
-  const quiet = { info: () => undefined, warn: () => undefined, error: (m: string) => console.error(m) };
-  const deps = await inboundDeps({ db: rt.db, router: rt.router, config, log: quiet });
-  const listener = await startMllpListener(deps, { port: 0, host: '127.0.0.1' });
+/** 16 connections, each sending its messages one after another as soon as the previous ACK arrived. */
+async function drive(port: number): Promise<{ latencies: number[]; secs: number; errors: number }> {
   const latencies: number[] = [];
   let errors = 0;
-  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: CONNS }, (_, c) =>
       new Promise<void>((resolve, reject) => {
-        const s = net.connect(listener.port, '127.0.0.1');
+        const s = net.connect(port, '127.0.0.1');
         s.setNoDelay(true);
         let i = 0;
         let sent = 0;
@@ -86,12 +80,42 @@ async function endToEnd(label: string, databaseUrl?: string): Promise<void> {
       }),
     ),
   );
-  const secs = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(cpu0);
   latencies.sort((a, b) => a - b);
-  const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!.toFixed(1);
+  return { latencies, secs: (performance.now() - t0) / 1000, errors };
+}
+
+const pct = (latencies: number[], p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!.toFixed(1);
+
+/** The anchor: a bare Node MLLP server that frames and answers each message with a fixed ACK, nothing else. */
+async function rawAnchor(): Promise<number> {
+  const ack = frame(Buffer.from('MSH|^~\\&|CONFLUX|HOSP|BENCH|LAB|20240102030405||ACK^R01^ACK|1|P|2.5.1\rMSA|AA|1'));
+  const server = net.createServer((sock) => {
+    sock.setNoDelay(true);
+    const dec = new MllpDecoder({ frame: () => sock.write(ack) });
+    sock.on('data', (d) => dec.push(d));
+    sock.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { latencies, secs } = await drive((server.address() as net.AddressInfo).port);
+  await new Promise((r) => server.close(r));
+  const rate = latencies.length / secs;
+  console.log(`anchor, a bare Node MLLP server (frame + fixed ACK): ${Math.round(rate)} msgs/s, ACK p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms`);
+  return rate;
+}
+
+async function endToEnd(label: string, anchor: number, databaseUrl?: string): Promise<void> {
+  const db = await openDatabase({ databaseUrl, dataDir: null });
+  const config = loadConfig({ AUTH: 'off', PORT: '0' });
+  const rt = await createRuntime(config, { db });
+  const quiet = { info: () => undefined, warn: () => undefined, error: (m: string) => console.error(m) };
+  const deps = await inboundDeps({ db: rt.db, router: rt.router, config, log: quiet });
+  const listener = await startMllpListener(deps, { port: 0, host: '127.0.0.1' });
+  const cpu0 = process.cpuUsage();
+  const { latencies, secs, errors } = await drive(listener.port);
+  const cpu = process.cpuUsage(cpu0);
+  const rate = latencies.length / secs;
   console.log(
-    `${label}: ${latencies.length} ORU^R01 (10 OBX) over ${CONNS} connections: ${Math.round(latencies.length / secs)} msgs/s end to end, ACK p50 ${pct(50)} ms, p99 ${pct(99)} ms${errors ? `, ${errors} not AA` : ''}; ` +
+    `${label}: ${latencies.length} ORU^R01 (10 OBX) over ${CONNS} connections: ${Math.round(rate)} msgs/s end to end (${(rate / anchor).toFixed(3)} × the bare anchor), ACK p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms${errors ? `, ${errors} not AA` : ''}; ` +
       `this process (server and the bench's clients) used ${((cpu.user + cpu.system) / 1000 / latencies.length).toFixed(1)} ms CPU a message`,
   );
   await listener.close();
@@ -99,11 +123,12 @@ async function endToEnd(label: string, databaseUrl?: string): Promise<void> {
 }
 
 parseOnly();
-await endToEnd('PGlite (in memory)');
+const anchor = await rawAnchor();
+await endToEnd('PGlite (in memory)', anchor);
 if (process.env.DATABASE_URL) {
   const scratch = await scratchSchema(process.env.DATABASE_URL, 'bench_mllp');
   try {
-    await endToEnd('PostgreSQL', scratch.url);
+    await endToEnd('PostgreSQL', anchor, scratch.url);
   } finally {
     await scratch.drop();
   }

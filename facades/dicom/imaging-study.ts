@@ -123,116 +123,129 @@ export class ImagingStudySync {
   }
 
   private async syncOne(studyUid: string): Promise<void> {
-    await this.db.transaction(async (tx) => {
-      // The study row is locked before its parts are read: two workers syncing one study take turns, and the later one
-      // sees (and writes) the newer instances, so an older view never overwrites a newer ImagingStudy.
-      const s = (await tx.query<StudyRow>('SELECT * FROM dicom_study WHERE study_uid = $1 FOR UPDATE', [studyUid])).rows[0];
-      if (!s) return;
-      const series = (await tx.query<SeriesRow>('SELECT * FROM dicom_series WHERE study_uid = $1 ORDER BY series_number NULLS LAST, series_uid', [studyUid])).rows;
-      const instances = (
-        await tx.query<{ series_uid: string; sop_uid: string; sop_class_uid: string; instance_number: number | null; source_ae: string }>(
-          'SELECT series_uid, sop_uid, sop_class_uid, instance_number, source_ae FROM dicom_instance WHERE study_uid = $1 ORDER BY instance_number NULLS LAST, sop_uid',
-          [studyUid],
-        )
-      ).rows;
-      const bySeries = new Map<string, typeof instances>();
-      for (const i of instances) bySeries.set(i.series_uid, [...(bySeries.get(i.series_uid) ?? []), i]);
+    await this.db.transaction((tx) => this.write(tx, studyUid, true));
+  }
 
-      const entries: BundleEntry[] = [];
-      const pid = this.patientIdentifier(s, instances[0]?.source_ae ?? '');
-      const patient: Patient = {
-        resourceType: 'Patient',
-        identifier: [pid ?? { system: 'urn:conflux:dicom:unidentified-study', value: studyUid }],
-        name: personName(s.patient_name),
-        gender: ({ M: 'male', F: 'female', O: 'other' } as Record<string, Patient['gender']>)[s.patient_sex.toUpperCase()],
-        birthDate: dicomDateTime(s.patient_birth_date, '')?.slice(0, 10),
-      };
-      if (!patient.name) delete patient.name;
-      if (!patient.gender) delete patient.gender;
-      if (!patient.birthDate) delete patient.birthDate;
-      const key = patient.identifier![0];
-      entries.push({
-        fullUrl: 'urn:uuid:5f1c0a1e-0000-4000-8000-000000000001',
-        resource: patient,
-        request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${encodeURIComponent(`${key.system}|${key.value}`)}` },
-      });
-      let endpointRef = this.endpointId ? `Endpoint/${this.endpointId}` : 'urn:uuid:5f1c0a1e-0000-4000-8000-000000000002';
-      if (!this.endpointId) {
-        entries.push({
-          fullUrl: endpointRef,
-          resource: {
-            resourceType: 'Endpoint',
-            identifier: [{ system: ENDPOINT_ID_SYSTEM, value: 'wado-rs' }],
-            status: 'active',
-            name: 'Conflux DICOMweb (WADO-RS)',
-            connectionType: { system: 'http://terminology.hl7.org/CodeSystem/endpoint-connection-type', code: 'dicom-wado-rs' },
-            payloadType: [{ text: 'DICOM' }],
-            payloadMimeType: ['application/dicom'],
-            address: this.dicomwebBase(),
-          },
-          request: { method: 'POST', url: 'Endpoint', ifNoneExist: `identifier=${ENDPOINT_ID_SYSTEM}|wado-rs` },
-        });
-      }
-      const basedOn = await this.findOrders(tx, studyUid, s.accession);
-      const seriesOut: ImagingStudySeries[] = series.map((se) => {
-        const list = bySeries.get(se.series_uid) ?? [];
-        const started = dicomDateTime(str(se.attrs, '00080021'), str(se.attrs, '00080031'));
-        const out: ImagingStudySeries = {
-          uid: se.series_uid,
-          modality: { system: DCM, code: se.modality || 'OT' },
-          numberOfInstances: list.length,
-          instance: list.map((i) => ({
-            uid: i.sop_uid,
-            sopClass: { system: 'urn:ietf:rfc:3986', code: `urn:oid:${i.sop_class_uid}` },
-            ...(i.instance_number !== null ? { number: i.instance_number } : {}),
-          })),
-        };
-        if (se.series_number !== null) out.number = se.series_number;
-        if (se.description) out.description = se.description;
-        if (se.body_part) out.bodySite = { system: 'http://snomed.info/sct', display: se.body_part };
-        if (started) out.started = started;
-        return out;
-      });
-      const modalities = [...new Set(series.map((se) => se.modality || 'OT'))];
-      const study: ImagingStudy = {
-        resourceType: 'ImagingStudy',
-        identifier: [
-          { system: DICOM_UID_SYSTEM, value: `urn:oid:${studyUid}` },
-          ...(s.accession ? [{ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'ACSN' }] }, value: s.accession }] : []),
-        ],
-        status: 'available',
-        subject: { reference: 'urn:uuid:5f1c0a1e-0000-4000-8000-000000000001' },
-        modality: modalities.map((m) => ({ system: DCM, code: m })),
-        numberOfSeries: series.length,
-        numberOfInstances: instances.length,
-        endpoint: [{ reference: endpointRef }],
-        series: seriesOut,
-      };
-      const started = dicomDateTime(s.study_date, s.study_time);
-      if (started) study.started = started;
-      if (s.description) study.description = s.description;
-      if (basedOn.length) study.basedOn = basedOn.map((id) => ({ reference: `ServiceRequest/${id}` }));
-      entries.push({
-        resource: study,
-        request: { method: 'PUT', url: `ImagingStudy?identifier=${encodeURIComponent(`${DICOM_UID_SYSTEM}|urn:oid:${studyUid}`)}` },
-      });
-      // The index never lets a study change patient (store.ts), but the FHIR side may have been changed since
-      // (a Patient identifier edited, an ImagingStudy re-pointed through REST): the sync never moves an
-      // ImagingStudy to another Patient either; it reports the study and leaves the FHIR side as it is.
-      const guarded = await guardPatientIdentity(tx, { resourceType: 'Bundle', type: 'transaction', entry: entries }, 'refuse');
-      if (guarded.conflicts.length) {
-        const e = new StudyIdentityConflict(studyUid, guarded.conflicts[0]!.existing, guarded.conflicts[0]!.existingPatient);
-        e.changeSeq = s.change_seq;
-        throw e;
-      }
-      const bundle = guarded.bundle;
-      const res = await this.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: bundle, access: systemAccess('dicom'), tx });
-      const out = res.resource as Bundle;
-      const loc = (i: number) => /(?:^|\/)([A-Z][A-Za-z]+)\/([^/]+)(?:\/_history\/[^/]+)?$/.exec(out.entry?.[i]?.response?.location ?? '')?.[2];
-      if (!this.endpointId) this.endpointId = loc(1);
-      const imagingStudyId = loc(entries.length - 1);
-      await tx.query('UPDATE dicom_study SET imaging_study_id = $2, fhir_dirty = (change_seq <> $3) WHERE study_uid = $1', [studyUid, imagingStudyId ?? null, s.change_seq]);
+  /**
+   * Syncs one study on the caller's open transaction `tx` (filing a held instance as new: the ImagingStudy commits
+   * with the resolution). An Endpoint created here is not remembered, since `tx` may still roll back. Throws what
+   * the sync would log (StudyIdentityConflict, FHIR errors); the study stays dirty then.
+   */
+  async syncInTransaction(tx: Tx, studyUid: string): Promise<{ imagingStudy?: string; patient?: string }> {
+    return this.write(tx, studyUid, false);
+  }
+
+  private async write(tx: Tx, studyUid: string, cacheEndpoint: boolean): Promise<{ imagingStudy?: string; patient?: string }> {
+    // The study row is locked before its parts are read: two workers syncing one study take turns, and the later one
+    // sees (and writes) the newer instances, so an older view never overwrites a newer ImagingStudy.
+    const s = (await tx.query<StudyRow>('SELECT * FROM dicom_study WHERE study_uid = $1 FOR UPDATE', [studyUid])).rows[0];
+    if (!s) return {};
+    const series = (await tx.query<SeriesRow>('SELECT * FROM dicom_series WHERE study_uid = $1 ORDER BY series_number NULLS LAST, series_uid', [studyUid])).rows;
+    const instances = (
+      await tx.query<{ series_uid: string; sop_uid: string; sop_class_uid: string; instance_number: number | null; source_ae: string }>(
+        'SELECT series_uid, sop_uid, sop_class_uid, instance_number, source_ae FROM dicom_instance WHERE study_uid = $1 ORDER BY instance_number NULLS LAST, sop_uid',
+        [studyUid],
+      )
+    ).rows;
+    const bySeries = new Map<string, typeof instances>();
+    for (const i of instances) bySeries.set(i.series_uid, [...(bySeries.get(i.series_uid) ?? []), i]);
+
+    const entries: BundleEntry[] = [];
+    const pid = this.patientIdentifier(s, instances[0]?.source_ae ?? '');
+    const patient: Patient = {
+      resourceType: 'Patient',
+      identifier: [pid ?? { system: 'urn:conflux:dicom:unidentified-study', value: studyUid }],
+      name: personName(s.patient_name),
+      gender: ({ M: 'male', F: 'female', O: 'other' } as Record<string, Patient['gender']>)[s.patient_sex.toUpperCase()],
+      birthDate: dicomDateTime(s.patient_birth_date, '')?.slice(0, 10),
+    };
+    if (!patient.name) delete patient.name;
+    if (!patient.gender) delete patient.gender;
+    if (!patient.birthDate) delete patient.birthDate;
+    const key = patient.identifier![0];
+    entries.push({
+      fullUrl: 'urn:uuid:5f1c0a1e-0000-4000-8000-000000000001',
+      resource: patient,
+      request: { method: 'POST', url: 'Patient', ifNoneExist: `identifier=${encodeURIComponent(`${key.system}|${key.value}`)}` },
     });
+    let endpointRef = this.endpointId ? `Endpoint/${this.endpointId}` : 'urn:uuid:5f1c0a1e-0000-4000-8000-000000000002';
+    if (!this.endpointId) {
+      entries.push({
+        fullUrl: endpointRef,
+        resource: {
+          resourceType: 'Endpoint',
+          identifier: [{ system: ENDPOINT_ID_SYSTEM, value: 'wado-rs' }],
+          status: 'active',
+          name: 'Conflux DICOMweb (WADO-RS)',
+          connectionType: { system: 'http://terminology.hl7.org/CodeSystem/endpoint-connection-type', code: 'dicom-wado-rs' },
+          payloadType: [{ text: 'DICOM' }],
+          payloadMimeType: ['application/dicom'],
+          address: this.dicomwebBase(),
+        },
+        request: { method: 'POST', url: 'Endpoint', ifNoneExist: `identifier=${ENDPOINT_ID_SYSTEM}|wado-rs` },
+      });
+    }
+    const basedOn = await this.findOrders(tx, studyUid, s.accession);
+    const seriesOut: ImagingStudySeries[] = series.map((se) => {
+      const list = bySeries.get(se.series_uid) ?? [];
+      const started = dicomDateTime(str(se.attrs, '00080021'), str(se.attrs, '00080031'));
+      const out: ImagingStudySeries = {
+        uid: se.series_uid,
+        modality: { system: DCM, code: se.modality || 'OT' },
+        numberOfInstances: list.length,
+        instance: list.map((i) => ({
+          uid: i.sop_uid,
+          sopClass: { system: 'urn:ietf:rfc:3986', code: `urn:oid:${i.sop_class_uid}` },
+          ...(i.instance_number !== null ? { number: i.instance_number } : {}),
+        })),
+      };
+      if (se.series_number !== null) out.number = se.series_number;
+      if (se.description) out.description = se.description;
+      if (se.body_part) out.bodySite = { system: 'http://snomed.info/sct', display: se.body_part };
+      if (started) out.started = started;
+      return out;
+    });
+    const modalities = [...new Set(series.map((se) => se.modality || 'OT'))];
+    const study: ImagingStudy = {
+      resourceType: 'ImagingStudy',
+      identifier: [
+        { system: DICOM_UID_SYSTEM, value: `urn:oid:${studyUid}` },
+        ...(s.accession ? [{ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'ACSN' }] }, value: s.accession }] : []),
+      ],
+      status: 'available',
+      subject: { reference: 'urn:uuid:5f1c0a1e-0000-4000-8000-000000000001' },
+      modality: modalities.map((m) => ({ system: DCM, code: m })),
+      numberOfSeries: series.length,
+      numberOfInstances: instances.length,
+      endpoint: [{ reference: endpointRef }],
+      series: seriesOut,
+    };
+    const started = dicomDateTime(s.study_date, s.study_time);
+    if (started) study.started = started;
+    if (s.description) study.description = s.description;
+    if (basedOn.length) study.basedOn = basedOn.map((id) => ({ reference: `ServiceRequest/${id}` }));
+    entries.push({
+      resource: study,
+      request: { method: 'PUT', url: `ImagingStudy?identifier=${encodeURIComponent(`${DICOM_UID_SYSTEM}|urn:oid:${studyUid}`)}` },
+    });
+    // The index never lets a study change patient (store.ts), but the FHIR side may have been changed since
+    // (a Patient identifier edited, an ImagingStudy re-pointed through REST): the sync never moves an
+    // ImagingStudy to another Patient either; it reports the study and leaves the FHIR side as it is.
+    const guarded = await guardPatientIdentity(tx, { resourceType: 'Bundle', type: 'transaction', entry: entries }, 'refuse');
+    if (guarded.conflicts.length) {
+      const e = new StudyIdentityConflict(studyUid, guarded.conflicts[0]!.existing, guarded.conflicts[0]!.existingPatient);
+      e.changeSeq = s.change_seq;
+      throw e;
+    }
+    const bundle = guarded.bundle;
+    const res = await this.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: bundle, access: systemAccess('dicom'), tx });
+    const out = res.resource as Bundle;
+    const loc = (i: number) => /(?:^|\/)([A-Z][A-Za-z]+)\/([^/]+)(?:\/_history\/[^/]+)?$/.exec(out.entry?.[i]?.response?.location ?? '')?.[2];
+    if (!this.endpointId && cacheEndpoint) this.endpointId = loc(1);
+    const imagingStudyId = loc(entries.length - 1);
+    await tx.query('UPDATE dicom_study SET imaging_study_id = $2, fhir_dirty = (change_seq <> $3) WHERE study_uid = $1', [studyUid, imagingStudyId ?? null, s.change_seq]);
+    const patientId = loc(0);
+    return { imagingStudy: imagingStudyId && `ImagingStudy/${imagingStudyId}`, patient: patientId && `Patient/${patientId}` };
   }
 
   /** ServiceRequests this study fulfils: the worklist entry that issued its Study Instance UID, or the accession number. */

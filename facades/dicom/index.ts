@@ -6,9 +6,11 @@ import type { AddressInfo, Server as NetServer } from 'node:net';
 import { openBlobStore } from '../../src/blob/index.js';
 import type { Facade, FacadeContext, RunningFacade } from '../../src/facade.js';
 import { badRequest, notFound } from '../../src/fhir/outcome.js';
+import { registerHeldFiling } from '../../src/messages/held-resolution.js';
 import { loadDicomConfig } from './config.js';
 import { dicomwebRouter } from './dicomweb/routes.js';
 import { dimse, makeScpClass } from './dimse/scp.js';
+import { fileHeldInstanceAsNew } from './file-as-new.js';
 import { ImagingStudySync } from './imaging-study.js';
 import { MppsService } from './mpps.js';
 import type { DicomServices } from './services.js';
@@ -51,6 +53,8 @@ export const facade: Facade = {
       },
     };
     rt.repo.onChange(worklistHook(cfg));
+    // An instance held for an identity conflict, filed as new by an operator: coerced to new UIDs for its own patient.
+    registerHeldFiling(['dicom', 'dicomweb'], (tx, message) => fileHeldInstanceAsNew({ db: rt.db, store, sync, log: ctx.log }, tx, message));
     // For in-process callers (tests, future admin commands): the runtime type does not know facades.
     (rt as unknown as { dicomServices: DicomServices }).dicomServices = services;
 

@@ -1,12 +1,13 @@
 /**
  * Storing an instance: bytes stream into the blob store as received (Part 10), the header is parsed
  * from the first bytes only, then one database transaction indexes patient/study/series/instance and
- * marks the study for the ImagingStudy sync. Shared by C-STORE and STOW-RS.
+ * marks the study for the ImagingStudy sync. Shared by C-STORE and STOW-RS (and, on the resolver's transaction,
+ * by filing a held instance as new: file-as-new.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import type { BlobStore } from '../../src/blob/index.js';
-import type { Database } from '../../src/db/database.js';
+import type { Database, Queryable } from '../../src/db/database.js';
 import { type HoldKind, recordMessage } from '../../src/messages/message-log.js';
 import { DicomParseError, type DicomJson, type ParsedHeader, num, parsePart10Header, str } from './part10.js';
 import { describeStoredPatient, patientIdentity, patientKey, studyPatientKeySql } from './patient-identity.js';
@@ -16,7 +17,9 @@ const PREFIX_BYTES = 256 * 1024;
 /** Largest instance whose header is parsed from the whole file (deflated, or non-image objects > PREFIX_BYTES). */
 const FULL_PARSE_LIMIT = 256 * 1024 * 1024;
 /** Rejected instances up to this size are logged whole; larger ones with their first bytes. */
-const LOG_RAW_LIMIT = 16 * 1024 * 1024;
+export const LOG_RAW_LIMIT = 16 * 1024 * 1024;
+/** What `logRejected` appends to the logged error when only the first bytes of an instance were kept. */
+export const TRUNCATED_LOG_NOTE = /\(first (\d+) of (\d+) bytes kept\)$/;
 
 /** DIMSE status codes reused as STOW-RS FailureReason (PS3.4 B.2.3, PS3.18 Table 10.5.3-1). */
 export const STATUS = {
@@ -187,6 +190,8 @@ export interface IndexedInstanceRow {
   pixel_length: string | number | null;
   frames: number | null;
   metadata: DicomJson;
+  /** The calling AE title of a C-STORE ('' for STOW-RS). */
+  source_ae: string;
 }
 
 /** Text of the error the index statement raises to undo itself when it lost a race (see INDEX_SQL). */
@@ -316,6 +321,34 @@ export class InstanceStore {
   }
 
   private async ingestUnsafe(blob: { key: string; size: number; prefix: Buffer }, opts: IngestOptions): Promise<StoredInstance> {
+    const { replacedKey, ...stored } = await this.index(this.db, false, blob, opts);
+    if (replacedKey && replacedKey !== blob.key) await this.blobs.delete(replacedKey).catch(() => undefined);
+    return stored;
+  }
+
+  /**
+   * Writes a whole Part 10 instance built here (a coerced held instance) into the blob store, as a C-STORE's
+   * bytes would be: the result is what `indexInTransaction` (or `ingest`) takes.
+   */
+  async putBlob(bytes: Buffer, sopUidHint: string): Promise<{ key: string; size: number; prefix: Buffer }> {
+    const key = newBlobKey(sopUidHint);
+    const { size } = await this.blobs.put(key, Readable.from([bytes]));
+    return { key, size, prefix: bytes };
+  }
+
+  /**
+   * Indexes a blob that is already in the store on the caller's transaction `tx`, with the same checks and the
+   * same statement as a C-STORE (identity conflicts throw the same IngestError). Unlike `ingest`, nothing is
+   * logged and no blob is deleted: on failure the caller removes `blob`; the blob of an instance this one
+   * replaced (`replacedKey`) is the caller's to remove once `tx` committed. A race with another association is
+   * retried from a savepoint, so `tx` stays usable.
+   */
+  async indexInTransaction(tx: Queryable, blob: { key: string; size: number; prefix: Buffer }, opts: IngestOptions = {}): Promise<StoredInstance & { replacedKey?: string }> {
+    return this.index(tx, true, blob, opts);
+  }
+
+  /** Parses, checks and indexes a received blob on `q` (`inTx`: the caller's open transaction). */
+  private async index(q: Queryable, inTx: boolean, blob: { key: string; size: number; prefix: Buffer }, opts: IngestOptions): Promise<StoredInstance & { replacedKey?: string }> {
     let parsed: ParsedHeader | 'need-more' = parsePart10Header(blob.prefix, blob.prefix.length >= blob.size);
     if (parsed === 'need-more') {
       if (blob.size > FULL_PARSE_LIMIT) throw new IngestError(STATUS.cannotUnderstand, `the header of this ${blob.size}-byte instance is larger than ${PREFIX_BYTES} bytes and the instance too large to parse whole`);
@@ -393,9 +426,18 @@ export class InstanceStore {
     let r;
     for (let attempt = 1; ; attempt++) {
       try {
-        r = await this.db.query<IndexRow>(INDEX_SQL, params);
+        if (inTx) {
+          // In the caller's transaction a failed statement would abort all of it: the savepoint keeps the retry possible.
+          await q.query('SAVEPOINT conflux_dicom_index');
+          r = await q.query<IndexRow>(INDEX_SQL, params);
+          await q.query('RELEASE SAVEPOINT conflux_dicom_index');
+        } else {
+          r = await q.query<IndexRow>(INDEX_SQL, params);
+        }
         break;
       } catch (err) {
+        // (A savepoint that cannot be restored leaves the transaction failed: the original error says why.)
+        if (inTx) await q.query('ROLLBACK TO SAVEPOINT conflux_dicom_index').catch(() => undefined);
         // Another association wrote one of these UIDs after this statement's snapshot was taken: nothing of
         // this statement was kept; run it again on a fresh snapshot, which sees (and checks) that row.
         if (attempt < RACE_RETRIES && String((err as Error).message).includes(RACED)) continue;
@@ -406,15 +448,16 @@ export class InstanceStore {
     if (old.conflict) throw identityConflictError(JSON.parse(old.conflict) as Conflict, { studyUid, seriesUid, sopUid, sopClassUid });
     if (old.old_study && (old.old_study !== studyUid || old.old_series !== seriesUid)) {
       // A resend that moved the instance: the old study must be re-synced, an emptied series dropped.
-      await this.db.transaction(async (tx) => {
+      const moved = async (tx: Queryable) => {
         await tx.query('DELETE FROM dicom_series s WHERE series_uid = $1 AND NOT EXISTS (SELECT 1 FROM dicom_instance i WHERE i.series_uid = s.series_uid)', [old.old_series]);
         await tx.query('UPDATE dicom_study SET fhir_dirty = true, change_seq = change_seq + 1 WHERE study_uid = $1', [old.old_study]);
-      });
+      };
+      if (inTx) await moved(q);
+      else await this.db.transaction(moved);
     }
     const replacedKey = old.old_key ?? undefined;
     const replaced = !!old.old_key;
-    if (replacedKey && replacedKey !== blob.key) await this.blobs.delete(replacedKey).catch(() => undefined);
-    return { studyUid, seriesUid, sopUid, sopClassUid, transferSyntaxUid: parsed.transferSyntaxUid, size: blob.size, replaced };
+    return { studyUid, seriesUid, sopUid, sopClassUid, transferSyntaxUid: parsed.transferSyntaxUid, size: blob.size, replaced, replacedKey };
   }
 
   /** Receives and indexes one whole Part 10 stream (STOW-RS parts, tests). */

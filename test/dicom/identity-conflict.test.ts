@@ -8,14 +8,16 @@ import { copyFileSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Bundle, ImagingStudy, Patient } from '@medplum/fhirtypes';
+import type { AuditEvent, Bundle, ImagingStudy, Patient } from '@medplum/fhirtypes';
 import type { Database } from '../../src/db/database.js';
-import { listMessages } from '../../src/messages/message-log.js';
+import { getMessage, listMessages, recordMessage, type MessageSummary } from '../../src/messages/message-log.js';
 import { resolveHeldMessage } from '../../src/messages/held-resolution.js';
 import { testDatabases } from '../helpers/db.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { derivedUid } from '../../facades/dicom/file-as-new.js';
 import { type DicomJson, type ParsedHeader, parsePart10Header, str } from '../../facades/dicom/part10.js';
-import { DATA, facadeServices, freePort, run } from './helpers.js';
+import { patientKey } from '../../facades/dicom/patient-identity.js';
+import { DATA, facadeServices, freePort, run, waitFor } from './helpers.js';
 
 const AE = 'CONFLUX';
 const STUDY = '1.2.826.0.1.3680043.8.498.4242.1';
@@ -181,13 +183,185 @@ describe.each(testDatabases())('DICOM identity conflicts on %s', (backend) => {
     expect(await patientIdOf((await imagingStudy(uid)).subject!.reference!)).toBe(winner);
   });
 
-  it('cannot file a held DICOM instance as new (no coercion): the operator rejects it, audited', async () => {
-    const [held] = await listMessages(db, { channel: 'dicom', status: 'held', controlId: `${SERIES}.2` });
+  /** The admin API, as the CLI's `messages resolve` uses it. */
+  const resolve = async (id: string, body: Record<string, string>) => {
+    const res = await fetch(`${server.url}/admin/messages/${id}/resolve`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-conflux-operator': 'Practitioner/op1' },
+      body: JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as MessageSummary & { error: string } };
+  };
+  const heldId = async (channel: string, sop: string) => (await listMessages(db, { channel, status: 'held', controlId: sop }))[0]!.id;
+  /** What the filing derives for PAT-B of HOSP (patient-identity.ts): its Patient ID and issuer, no qualifiers. */
+  const patB = patientKey({ patientId: 'PAT-B', issuer: 'HOSP', universalId: '', universalIdType: '' }, STUDY);
+  const NEW_STUDY = derivedUid(STUDY, patB);
+  const NEW_SERIES = derivedUid(SERIES, patB);
+  const imagingStudies = async (uid: string) => (await fhir<Bundle<ImagingStudy>>(`ImagingStudy?identifier=${encodeURIComponent(`urn:dicom:uid|urn:oid:${uid}`)}`)).entry ?? [];
+  /** The stored Part 10 file of an instance, as WADO-RS serves it (the blob the index points at). */
+  const storedFile = async (sop: string) => {
+    const svc = facadeServices(server);
+    const row = (await svc.store.instance(sop))!;
+    const parts: Buffer[] = [];
+    for await (const c of await svc.store.blobs.get(row.blob_key)) parts.push(c as Buffer);
+    return { row, header: parsePart10Header(Buffer.concat(parts), true) as ParsedHeader };
+  };
+  const qido = async (query: string) => {
+    const res = await fetch(`${server.url}/dicomweb/studies?${query}`, { headers: { accept: 'application/dicom+json' } });
+    return res.status === 204 ? [] : ((await res.json()) as DicomJson[]);
+  };
+
+  it('files a held instance as new for its own patient under coerced UIDs; the other patient’s study is untouched', async () => {
+    const before = await study(STUDY);
+    const beforeSops = await sops(STUDY);
+    const beforeImaging = (await imagingStudies(STUDY))[0]!.resource!;
+    expect(NEW_STUDY).toMatch(/^2\.25\.[1-9][0-9]{0,38}$/);
+
+    const { status, body } = await resolve(await heldId('dicom', `${SERIES}.2`), { action: 'file-as-new', note: 'CT confirms: PAT-B was scanned, study UID reused' });
+    expect(status, JSON.stringify(body)).toBe(200);
+    expect(body).toMatchObject({ status: 'processed', holdKind: 'identity-conflict' });
+    expect(body.resolution).toMatch(/^filed as new by Practitioner\/op1 .*study UID reused/);
+    // The log row names the ImagingStudy and the new UIDs; the SOP Instance UID was not the conflicting one: kept.
+    expect(body.resourceRefs).toEqual([expect.stringMatching(/^ImagingStudy\/[^/]+$/), `urn:oid:${NEW_STUDY}`, `urn:oid:${NEW_SERIES}`, `urn:oid:${SERIES}.2`]);
+    expect(body.patientRefs).toEqual([expect.stringMatching(/^Patient\//)]);
+
+    // The other patient's study: same index row (patient, version counter), instances, ImagingStudy version.
+    expect(await study(STUDY)).toEqual(before);
+    expect(await sops(STUDY)).toEqual(beforeSops);
+    const otherAfter = await imagingStudy(STUDY);
+    expect(otherAfter.meta?.versionId).toBe(beforeImaging.meta?.versionId);
+    expect(otherAfter.subject).toEqual(firstStudy.subject);
+
+    // The new study: PAT-B's, with the instance under the coerced Study/Series UIDs.
+    expect(await study(NEW_STUDY)).toMatchObject({ patient_id: 'PAT-B', issuer: 'HOSP', patient_name: 'Other^Patient' });
+    expect(await sops(NEW_STUDY)).toEqual([`${SERIES}.2`]);
+    const { row, header: h } = await storedFile(`${SERIES}.2`);
+    expect([row.study_uid, row.series_uid, row.source_ae]).toEqual([NEW_STUDY, NEW_SERIES, 'STORESCU']);
+    expect([str(h.dataset, '0020000D'), str(h.dataset, '0020000E'), str(h.dataset, '00080018'), str(h.dataset, '00100020')]).toEqual([NEW_STUDY, NEW_SERIES, `${SERIES}.2`, 'PAT-B']);
+    expect(str(h.meta, '00020003')).toBe(`${SERIES}.2`);
+    // The original UIDs, the standard way: Original Attributes Sequence, reason COERCE.
+    const original = h.dataset['04000561']!.Value as DicomJson[];
+    expect(original).toHaveLength(1);
+    expect(str(original[0], '04000565')).toBe('COERCE');
+    expect(str(original[0], '04000563')).toBe('CONFLUX');
+    const modified = original[0]!['04000550']!.Value as DicomJson[];
+    expect([str(modified[0], '0020000D'), str(modified[0], '0020000E'), modified[0]!['00080018']]).toEqual([STUDY, SERIES, undefined]);
+
+    // QIDO-RS finds it under the new patient only.
+    expect((await qido('PatientID=PAT-B')).map((d) => str(d, '0020000D'))).toContain(NEW_STUDY);
+    expect((await qido('PatientID=PAT-A')).map((d) => str(d, '0020000D'))).not.toContain(NEW_STUDY);
+    // WADO-RS serves it.
+    const wado = await fetch(`${server.url}/dicomweb/studies/${NEW_STUDY}/series/${NEW_SERIES}/instances/${SERIES}.2`, { headers: { accept: 'multipart/related; type="application/dicom"' } });
+    expect(wado.status).toBe(200);
+    expect((await wado.arrayBuffer()).byteLength).toBeGreaterThan(row.size as number);
+
+    // Its ImagingStudy was written with the resolution (no sync run needed), for PAT-B.
+    const created = await imagingStudies(NEW_STUDY);
+    expect(created).toHaveLength(1);
+    const im = created[0]!.resource!;
+    expect(`ImagingStudy/${im.id}`).toBe(body.resourceRefs[0]);
+    expect(await patientIdOf(im.subject!.reference!)).toBe('PAT-B');
+    expect(im.subject!.reference).toBe(body.patientRefs[0]);
+    expect(im.series?.map((se) => [se.uid, se.instance?.map((i) => i.uid)])).toEqual([[NEW_SERIES, [`${SERIES}.2`]]]);
+    expect(await patientIdOf(firstStudy.subject!.reference!)).toBe('PAT-A');
+    expect((await db.query<{ fhir_dirty: boolean }>('SELECT fhir_dirty FROM dicom_study WHERE study_uid = $1', [NEW_STUDY])).rows[0]!.fhir_dirty).toBe(false);
+
+    // Audited: who, what, the patients and the ImagingStudy.
+    const audits = await fhir<Bundle<AuditEvent>>(`AuditEvent?_count=200`);
+    const audit = audits.entry?.map((e) => e.resource!).find((a) => a.subtype?.some((c) => c.code === 'identity-conflict-file-as-new') && a.outcomeDesc?.includes(body.id));
+    expect(audit, JSON.stringify(audits.entry?.length)).toBeDefined();
+    expect(audit!.agent[0]!.who).toEqual({ reference: 'Practitioner/op1' });
+    expect(audit!.entity?.map((e) => e.what?.reference)).toEqual(expect.arrayContaining([body.patientRefs[0], body.resourceRefs[0], `urn:oid:${NEW_STUDY}`]));
+
+    // Decided once.
+    expect((await resolve(body.id, { action: 'file-as-new' })).status).toBe(409);
+  });
+
+  it('files a second held instance of the same study into the same new study and series (here one sent by STOW-RS)', async () => {
+    const before = await study(STUDY);
+    const imagingId = (await imagingStudies(NEW_STUDY))[0]!.resource!.id;
+    const done = await resolveHeldMessage({ db, repo: server.runtime.repo }, await heldId('dicomweb', `${SERIES}.7`), { action: 'file-as-new', who: 'Practitioner/op1' });
+    expect(done.status).toBe('processed');
+    expect(done.resourceRefs).toEqual([`ImagingStudy/${imagingId}`, `urn:oid:${NEW_STUDY}`, `urn:oid:${NEW_SERIES}`, `urn:oid:${SERIES}.7`]);
+    expect(await sops(NEW_STUDY)).toEqual([`${SERIES}.2`, `${SERIES}.7`]);
+    expect((await storedFile(`${SERIES}.7`)).row.series_uid).toBe(NEW_SERIES);
+    const im = (await imagingStudies(NEW_STUDY))[0]!.resource!;
+    expect(im.numberOfInstances).toBe(2);
+    expect(im.series?.map((se) => se.uid)).toEqual([NEW_SERIES]);
+    expect(await study(STUDY)).toEqual(before);
+    expect(await sops(STUDY)).toEqual([`${SERIES}.1`, `${SERIES}.3`]);
+  });
+
+  it('gives the instance a new SOP Instance UID too when that UID is the conflicting one, leaving the stored instance as it is', async () => {
+    const other = '1.2.826.0.1.3680043.8.498.4242.9';
+    const stored = await storedFile(`${SERIES}.1`);
+    const done = await resolveHeldMessage({ db, repo: server.runtime.repo }, await heldId('dicom', `${SERIES}.1`), { action: 'file-as-new', who: 'Practitioner/op1' });
+    const newStudy = derivedUid(other, patientKey({ patientId: 'PAT-B', issuer: 'HOSP', universalId: '', universalIdType: '' }, other));
+    const newSop = derivedUid(`${SERIES}.1`, patB);
+    expect(done.resourceRefs.slice(1)).toEqual([`urn:oid:${newStudy}`, `urn:oid:${derivedUid(`${other}.1`, patB)}`, `urn:oid:${newSop}`]);
+    expect(await sops(newStudy)).toEqual([newSop]);
+    const coerced = await storedFile(newSop);
+    const modified = (coerced.header.dataset['04000561']!.Value as DicomJson[])[0]!['04000550']!.Value as DicomJson[];
+    expect(str(modified[0], '00080018')).toBe(`${SERIES}.1`);
+    expect(str(coerced.header.meta, '00020003')).toBe(newSop);
+    // PAT-A's instance with that UID: same study, same blob.
+    expect(await storedFile(`${SERIES}.1`)).toMatchObject({ row: { study_uid: STUDY, blob_key: stored.row.blob_key } });
+    expect(await sops(STUDY)).toEqual([`${SERIES}.1`, `${SERIES}.3`]);
+  });
+
+  it('still files the instance when its ImagingStudy cannot be written with the resolution; the sync after the commit reports it', async () => {
+    // The racing study's refused instance; its new study's ImagingStudy identifier is taken beforehand by another
+    // patient's ImagingStudy (edited through FHIR), so the sync's own identity guard refuses to write it.
+    const uid = '1.2.826.0.1.3680043.8.498.4242.2';
+    const held = (await listMessages(db, { channel: 'dicom', status: 'held' })).find((m) => m.controlId?.startsWith(`${uid}.1.`))!;
+    const h = parsePart10Header((await getMessage(db, held.id))!.raw, true) as ParsedHeader;
+    const pid = str(h.dataset, '00100020');
+    const newStudy = derivedUid(uid, patientKey({ patientId: pid, issuer: 'HOSP', universalId: '', universalIdType: '' }, uid));
+    const squatter = await fetch(`${server.fhir}/ImagingStudy`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/fhir+json' },
+      body: JSON.stringify({ resourceType: 'ImagingStudy', status: 'available', identifier: [{ system: 'urn:dicom:uid', value: `urn:oid:${newStudy}` }], subject: firstStudy.subject }),
+    });
+    expect(squatter.status).toBe(201);
+    const squatterId = ((await squatter.json()) as ImagingStudy).id;
+
+    const done = await resolveHeldMessage({ db, repo: server.runtime.repo }, held.id, { action: 'file-as-new', who: 'Practitioner/op1' });
+    expect(done.status).toBe('processed');
+    expect(done.resourceRefs[0]).toBe(`urn:oid:${newStudy}`);
+    expect(await sops(newStudy)).toEqual([held.controlId]);
+    // The sync after the commit ran (and refused, as a sync does): the study is no longer waiting for it.
+    await waitFor(async () => ((await db.query<{ fhir_dirty: boolean }>('SELECT fhir_dirty FROM dicom_study WHERE study_uid = $1', [newStudy])).rows[0]?.fhir_dirty === false ? true : undefined));
+    const found = await imagingStudies(newStudy);
+    expect(found.map((e) => [e.resource!.id, e.resource!.subject])).toEqual([[squatterId, firstStudy.subject]]);
+  });
+
+  it('refuses to file an instance whose logged bytes were cut (over 16 MB): the modality must resend', async () => {
+    const raw = readFileSync(path.join(DATA, 'CT_small.dcm')).subarray(0, 4096);
+    const id = await recordMessage(db, {
+      channel: 'dicom',
+      direction: 'in',
+      raw,
+      sender: 'STORESCU',
+      controlId: '1.2.826.0.1.3680043.8.498.4242.77',
+      messageType: 'C-STORE',
+      status: 'held',
+      holdKind: 'identity-conflict',
+      error: `Study Instance UID ${STUDY} already belongs to a study of another patient, Patient ID PAT-A (issuer HOSP); refused and held for review (not stored, nothing changed) (first 4096 of 20000000 bytes kept)`,
+      ack: '0xc001',
+    });
+    const r = await resolve(id, { action: 'file-as-new' });
+    expect(r.status).toBe(409);
+    expect(r.body.error).toMatch(/only the first 4096 of its 20000000 bytes were kept.*resent/);
+    expect((await listMessages(db, { channel: 'dicom', status: 'held', controlId: '1.2.826.0.1.3680043.8.498.4242.77' })).map((m) => m.id)).toEqual([id]);
+  });
+
+  it('rejects a held instance with a note, audited; nothing changes', async () => {
+    const [held] = await listMessages(db, { channel: 'dicom', status: 'held', controlId: `${SERIES}.4` });
     const deps = { db, repo: server.runtime.repo };
-    await expect(resolveHeldMessage(deps, held!.id, { action: 'file-as-new', who: 'Practitioner/op1' })).rejects.toThrow(/cannot be filed as new/);
     const done = await resolveHeldMessage(deps, held!.id, { action: 'reject', who: 'Practitioner/op1', note: 'wrong patient selected at the CT; corrected there and resent' });
     expect(done).toMatchObject({ status: 'error', holdKind: 'identity-conflict' });
     expect(done.resolution).toMatch(/^rejected by Practitioner\/op1 .*corrected there/);
     expect(await study(STUDY)).toMatchObject({ patient_id: 'PAT-A' });
+    expect(await sops(STUDY)).toEqual([`${SERIES}.1`, `${SERIES}.3`]);
   });
 });
