@@ -12,7 +12,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { scratchSchema } from './lib.js';
+import { scratchSchema, serverCommand } from './lib.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -130,8 +130,8 @@ async function main(): Promise<void> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conflux-bench-export-'));
   await load(dataDir);
   const { BASE_URL: _ignored, ...inherited } = process.env;
-  // One node process (no tsx wrapper) so /proc/<pid> is the server itself.
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], {
+  // One node process, the compiled server as `npm start` runs it, one worker: /proc/<pid> is the server itself.
+  const child = spawn(process.execPath, serverCommand(), {
     cwd: ROOT,
     env: {
       ...inherited,
@@ -143,6 +143,7 @@ async function main(): Promise<void> {
       DICOM_PORT: '0',
       EXPORT_FILE_MAX_RESOURCES: fileSize,
       EXPORT_POLL_MS: '100',
+      WORKERS: '1',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -67,20 +68,44 @@ export async function runConcurrent(total: number, concurrency: number, job: (i:
 export interface BenchServer {
   url: string;
   child: ChildProcess;
-  /** Peak resident set size (MB) of the server process, sampled every 100 ms. */
+  /** Peak resident set size (MB) of the server's processes together, sampled every 100 ms. */
   peakRssMb(): number;
   stop(): Promise<void>;
 }
 
+/** The command `npm start` runs (the compiled build), built first so a benchmark measures the current sources. */
+export function serverCommand(): string[] {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const build = spawnSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
+  if (build.status !== 0) throw new Error('npm run build failed: the benchmark would measure stale code');
+  return ['--max-semi-space-size=16', '--expose-gc', path.join(root, 'dist', 'src', 'cli.js'), 'serve'];
+}
+
+/** Resident set size (MB) of a process and its children (a supervisor and its workers). */
+export function treeRssMb(pid: number): number {
+  let kb = 0;
+  const visit = (p: number) => {
+    try {
+      kb += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
+      for (const c of readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').split(' ').filter(Boolean)) visit(Number(c));
+    } catch {
+      /* process gone */
+    }
+  };
+  visit(pid);
+  return kb / 1024;
+}
+
 /**
- * Starts `npm start`'s server as a separate process (so client and server do not share an event loop),
- * on DATABASE_URL when set, otherwise PGlite in a fresh temporary DATA_DIR.
+ * Starts `npm start`'s server (compiled) as a separate process (so client and server do not share an event loop),
+ * on DATABASE_URL when set, otherwise PGlite in a fresh temporary DATA_DIR. One worker unless `env.WORKERS` says
+ * otherwise, so figures of different runs compare.
  */
 export async function startBenchServer(env: Record<string, string> = {}): Promise<BenchServer> {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conflux-bench-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], {
-    env: { ...process.env, AUTH: 'off', PORT: String(port), MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: dataDir, ...env },
+  const child = spawn(process.execPath, serverCommand(), {
+    env: { ...process.env, AUTH: 'off', PORT: String(port), MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: dataDir, WORKERS: '1', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
@@ -93,15 +118,7 @@ export async function startBenchServer(env: Record<string, string> = {}): Promis
     await new Promise((r) => setTimeout(r, 200));
   }
   let peak = 0;
-  const timer = setInterval(() => {
-    try {
-      const statm = readFileSync(`/proc/${child.pid}/status`, 'utf8');
-      const kb = Number(/VmRSS:\s+(\d+)/.exec(statm)?.[1] ?? 0);
-      peak = Math.max(peak, kb / 1024);
-    } catch {
-      /* process gone */
-    }
-  }, 100);
+  const timer = setInterval(() => (peak = Math.max(peak, treeRssMb(child.pid!))), 100);
   return {
     url,
     child,
