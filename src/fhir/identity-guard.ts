@@ -100,6 +100,21 @@ export async function guardPatientIdentity(tx: Tx, input: Bundle, policy: Confli
   );
   const patientIdOf = new Map<string, string | null>(patientConds.map(([url], i) => [url, found[i]!.length === 1 ? found[i]![0]! : null]));
   const matches = found.slice(patientConds.length);
+  /** 'Patient/<id>' an entry's subject names once its bundle reference is resolved; undefined for a new patient. */
+  const resolved = (ref: string) => (ref.startsWith('Patient/') ? ref : patientIdOf.get(ref) ? `Patient/${patientIdOf.get(ref)}` : undefined);
+
+  // A record merged away (Patient.link replaced-by, after an ADT A40) takes no new data: a result sent under the old
+  // MRN is filed to the record that replaced it, where the merge moved the rest of that patient's data.
+  const named = entries.flatMap((e) => {
+    const ref = e.resource && e.resource.resourceType !== 'Patient' ? patientRefOf(e.resource) : undefined;
+    const p = ref ? resolved(ref) : undefined;
+    return p ? [p] : [];
+  });
+  const survivor = await survivorsOf(tx, [...new Set(named)]);
+  const patientOf = (ref: string) => {
+    const p = resolved(ref);
+    return p ? (survivor.get(p) ?? p) : undefined;
+  };
 
   // The existing resources those identifiers matched, to see whose they are.
   const wanted = new Map<string, [string, string]>();
@@ -110,12 +125,21 @@ export async function guardPatientIdentity(tx: Tx, input: Bundle, policy: Confli
 
   const conflicts: IdentityConflict[] = [];
   const out = structuredClone(input);
+  if (survivor.size) {
+    for (const e of out.entry ?? []) {
+      const r = e.resource as { resourceType?: string; subject?: Reference; patient?: Reference } | undefined;
+      if (!r || r.resourceType === 'Patient') continue;
+      const field = r.subject?.reference ? r.subject : r.patient;
+      const to = field?.reference ? survivor.get(resolved(field.reference) ?? '') : undefined;
+      if (field && to) field.reference = to;
+    }
+  }
   for (const [i, c] of guarded.entries()) {
     const ids = matches[i]!;
     if (ids.length === 0) continue;
     const ref = patientRefOf(entries[c.index]!.resource!)!;
     // A patient the message creates has no data yet: every match belongs to someone else.
-    const newPatient = ref.startsWith('Patient/') ? ref : patientIdOf.get(ref) ? `Patient/${patientIdOf.get(ref)}` : undefined;
+    const newPatient = patientOf(ref);
     const mine = ids.filter((id) => {
       const owner = owners.get(`${c.resourceType}/${id}`);
       return owner === undefined || owner === newPatient;
@@ -156,6 +180,29 @@ function pin(entry: BundleEntry, c: Conditional, id: string): void {
   } else {
     entry.request = { ...entry.request!, ifNoneExist: `${c.query}&_id=${encodeURIComponent(id)}` };
   }
+}
+
+/** 'Patient/<id>' → the record that finally replaced it (Patient.link replaced-by, followed a few hops), for merged ones. */
+async function survivorsOf(tx: Tx, patients: string[]): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  let ask = patients;
+  for (let hop = 0; hop < 5 && ask.length; hop++) {
+    const r = await tx.query<{ id: string; survivor: string }>(
+      `SELECT id, (SELECT l->'other'->>'reference' FROM jsonb_array_elements(content::jsonb->'link') l
+                    WHERE l->>'type' = 'replaced-by' LIMIT 1) AS survivor
+         FROM resource WHERE resource_type = 'Patient' AND id = ANY($1::text[]) AND NOT deleted AND content LIKE '%"replaced-by"%'`,
+      [ask.map((p) => p.slice('Patient/'.length))],
+    );
+    ask = [];
+    for (const row of r.rows) {
+      if (!row.survivor?.startsWith('Patient/')) continue;
+      const from = `Patient/${row.id}`;
+      for (const [k, v] of out) if (v === from) out.set(k, row.survivor);
+      if (!out.has(from)) out.set(from, row.survivor);
+      ask.push(row.survivor);
+    }
+  }
+  return out;
 }
 
 /** 'Type/id' → 'Patient/<id>' its subject/patient names; absent when it names none. */

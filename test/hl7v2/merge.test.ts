@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AuditEvent, Patient, Resource } from '@medplum/fhirtypes';
+import type { AuditEvent, DiagnosticReport, Observation, Patient, Resource } from '@medplum/fhirtypes';
 import { replayMessage } from '../../facades/hl7v2/inbound/processor.js';
 import { mergePatients, searchIds } from '../../src/index.js';
 import { listMessages } from '../../src/messages/message-log.js';
@@ -161,6 +161,28 @@ describe.each(DB_KINDS)('HL7 v2 patient merge (%s)', (kind) => {
     expect(p145.link).toEqual([{ other: { reference: `Patient/${p569.id}` }, type: 'replaces' }]);
     const [audit] = await audits(`Patient/${p569.id}`);
     expect(audit!.entity!.find((e) => e.what!.reference === `Patient/${p569.id}`)!.detail).toEqual([{ type: 'moved', valueString: '0' }]);
+  });
+
+  it('a result sent under the merged record’s old MRN lands on the survivor: a correction updates the moved report, a new one files there', async () => {
+    const priorId = await patientId(BCBS, '56789');
+    const survivorId = await patientId(BCBS, '12345');
+    // The lab corrects the merged order under the old MRN: the moved report is updated where it now is.
+    const corrected = oru('M-ORU-1C', '56789', 'M1').replace('||190|', '||195|').replace('100-200||||F', '100-200||||C');
+    await ok(corrected);
+    const [reportId] = await searchIds(h.rt.db, 'DiagnosticReport', [['identifier', 'FL-M1']], 5);
+    const report = await h.rt.repo.readResource<DiagnosticReport>('DiagnosticReport', reportId!);
+    expect(report.subject?.reference).toBe(`Patient/${survivorId}`);
+    const chol = (await Promise.all(report.result!.map((r) => h.rt.repo.readResource<Observation>('Observation', r.reference!.split('/')[1]!)))).find(
+      (o) => o.code.coding?.[0]?.code === '2093-3',
+    )!;
+    expect(chol.valueQuantity?.value).toBe(195);
+    expect(chol.subject?.reference).toBe(`Patient/${survivorId}`);
+    // A new order under the old MRN: filed to the survivor; the merged record stays empty of clinical data.
+    await ok(oru('M-ORU-3', '56789', 'M3'));
+    const [newReport] = await searchIds(h.rt.db, 'DiagnosticReport', [['identifier', 'FL-M3']], 5);
+    expect((await h.rt.repo.readResource<DiagnosticReport>('DiagnosticReport', newReport!)).subject?.reference).toBe(`Patient/${survivorId}`);
+    expect((await compartment(priorId)).filter((r) => !r.startsWith('Patient/') && !r.startsWith('AuditEvent/'))).toEqual([]);
+    expect((await patient(priorId)).active).toBe(false);
   });
 
   it('refuses a merge into itself, into a merged record, or of a record merged elsewhere, and changes nothing', async () => {
