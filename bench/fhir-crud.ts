@@ -3,7 +3,10 @@
  * creates/s, reads/s, updates/s and the latency of 100-entry transactions.
  *   npm run bench -- fhir-crud [--creates N] [--reads N] [--updates N] [--transactions N] [--workers 1,2]
  * PGlite by default (one worker); PostgreSQL when DATABASE_URL is set, then once per WORKERS value (default 1 and 2).
+ * Beside it, in the same run: pgbench doing a create's SQL (PostgreSQL only) and a bare node:http server answering a
+ * stored Observation, and the ratios to them.
  */
+import { bareHttpReads, pgbenchCreate } from './anchors.js';
 import { percentiles, request, runConcurrent, startBenchServer } from './lib.js';
 
 const arg = (name: string, fallback: number) => {
@@ -27,6 +30,12 @@ function observation(i: number, patientId: string) {
     valueQuantity: { value: 60 + (i % 40), unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
   };
 }
+
+const anchors = {
+  pgbenchCreatesPerSec: process.env.DATABASE_URL ? await pgbenchCreate(process.env.DATABASE_URL, CONCURRENCY) : undefined,
+  bareHttpReadsPerSec: await bareHttpReads(reads, CONCURRENCY),
+};
+console.log(JSON.stringify({ anchors }, null, 2));
 
 async function run(workers: number): Promise<void> {
   const server = await startBenchServer({ WORKERS: String(workers) });
@@ -70,6 +79,8 @@ async function run(workers: number): Promise<void> {
       updateLatencyMs: percentiles(up.latencies),
       transaction100LatencyMs: percentiles(tx.latencies, [50, 95]),
       serverPeakRssMb: server.peakRssMb(),
+      createsVsPgbench: anchors.pgbenchCreatesPerSec ? +(rate(creates, c.ms) / anchors.pgbenchCreatesPerSec).toFixed(2) : undefined,
+      readsVsBareHttp: +(rate(reads, rd.ms) / anchors.bareHttpReadsPerSec).toFixed(2),
     };
     console.log(JSON.stringify(result, null, 2));
   } finally {
