@@ -4,7 +4,7 @@
  * are implausible, lie in the future, or have no unambiguous patient are held for an operator.
  * Each report commits in one transaction (bundle or hold, plus counters).
  */
-import type { Bundle, BundleEntry, Identifier } from '@medplum/fhirtypes';
+import type { Bundle, Identifier } from '@medplum/fhirtypes';
 import { countReadings, explainAssociation, findDeviceIds, guardPatientIdentity, holdForAssociation, normalizeIdentifiers, updateMessage } from '../../src/index.js';
 import type { ConflictPolicy, DeviceStore, IdentityConflict, Tx } from '../../src/index.js';
 import { searchIds } from '../../src/index.js';

@@ -198,7 +198,7 @@ describe.each(testDatabases())('ORU round trip v2 → FHIR → v2 over MLLP, who
     const states = await until(async () => {
       const s = await outboxStates(db, 'rt');
       return !s.queued && !s.sending && s;
-    }, 'the outbound queue to drain', 45_000);
+    }, 'the outbound queue to drain', 90_000);
     expect(states, 'no dead letters, nothing superseded').toEqual({ delivered: peer.received.length });
     expect(new Set(peer.received.map((r) => r.controlId)).size, 'each row sent once').toBe(peer.received.length);
 
@@ -345,5 +345,5 @@ describe.each(testDatabases())('ORU round trip v2 → FHIR → v2 over MLLP, who
     // Every listed deviation still happens (a fixed one must leave the list).
     expect([...seen].sort()).toEqual(DEVIATIONS.map((d) => `${d.kind}|${d.detail}`).sort());
     expect(messages + refused.size + silent.size).toBe(corpus.length);
-  }, 120_000);
+  }, 180_000);
 });

@@ -23,7 +23,7 @@ import { collectDataErrors, HL7_ERROR, Hl7DataError, issueAt, type Hl7Issue } fr
 import { BundleBuilder, orderKeyOrigin, type KeyOrigin } from './bundle-builder.js';
 import { clean, dateOf, fhirCode, eiToIdentifier, PQ_TRANSLATION, toCodeableConcept, toDateTime, toPractitionerRef, unitOf, type MapContext } from './datatypes.js';
 import { mapPatient } from './map-patient.js';
-import { mdcUnitToUcum, MDC_SYSTEM, vitalSignLoinc, ucumUnit, EUI64_SYSTEM } from './codes.js';
+import { MDC_SYSTEM, vitalSignLoinc, EUI64_SYSTEM } from './codes.js';
 import type { MappedMessage } from './mapped.js';
 
 const OBS_STATUS: Record<string, Observation['status']> = {

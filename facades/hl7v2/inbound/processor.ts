@@ -1,8 +1,9 @@
 /**
- * One received MLLP payload → log, deduplicate, map, commit, acknowledge. Principles: the message is
- * logged raw before anything else; AA is built only after the transaction that writes the resources
- * and marks the log row processed has committed; a resend of a processed message (same sender and
- * MSH-10) is answered AA with nothing new; a device reading without a patient is held, never guessed.
+ * One received MLLP payload → deduplicate, map, guard, commit, acknowledge. Principles: one transaction per message
+ * writes its raw bytes in the log, every resource it produces and its outcome, and the ACK is sent only after that
+ * commit (a crash before it leaves nothing; the sender resends); a message that fails is logged raw with its error;
+ * a resend of a processed message (same sender and MSH-10) is answered AA with nothing new; a device reading without
+ * a patient is held, never guessed; an identifier of another patient's data refuses the message (held for review).
  */
 import type { Bundle, BundleEntry, Identifier, Reference, Resource } from '@medplum/fhirtypes';
 import { randomUUID } from 'node:crypto';
