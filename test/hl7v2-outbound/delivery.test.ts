@@ -77,8 +77,11 @@ describe.each(testDatabases())('HL7 v2 outbound delivery on $name', (tdb) => {
     expect(row).toMatchObject({ state: 'dead', ackCode: 'AE', attempts: 1 });
     expect(row.ack).toMatch(/MSA\|AE\|/);
     expect(row.lastError).toMatch(/^AE/);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(peer.received).toHaveLength(1);
+    // The next message to this destination is sent after it: had the dead one been resent, the peer would have it twice.
+    await server.transaction(labReport('AE-2', { category: 'ae' }));
+    await settled('ae', 2);
+    expect(peer.received).toHaveLength(2);
+    expect(new Set(peer.received.map((r) => r.controlId)).size).toBe(2);
     const logged = await listMessages(db, { direction: 'out', controlId: row.controlId });
     expect(logged[0]).toMatchObject({ status: 'error' });
   });
@@ -135,7 +138,12 @@ describe.each(testDatabases())('HL7 v2 outbound delivery on $name', (tdb) => {
     expect((await server.admin('POST', '/destinations/paused/pause')).body.paused).toBe(true);
     await server.outbound.refresh();
     await server.transaction(labReport('PAUSE-1', { category: 'paused' }));
-    await new Promise((r) => setTimeout(r, 300));
+    // The workers keep running meanwhile: a message to another destination, written after it, is delivered…
+    const other = await destination('beside-paused');
+    await server.transaction(labReport('PAUSE-2', { category: 'beside-paused' }));
+    await settled('beside-paused', 1);
+    expect(other.received).toHaveLength(1);
+    // …while the paused one has sent nothing.
     expect(peer.received).toHaveLength(0);
     expect(await outboxStates(db, 'paused')).toEqual({ queued: 1 });
     expect((await server.admin('POST', '/destinations/paused/resume')).body.paused).toBe(false);

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabases } from '../helpers/db.js';
 import { startPeer, type Peer } from './peer.js';
-import { labReport, startOutboundServer, type OutboundServer } from './helpers.js';
+import { labReport, outboxStates, startOutboundServer, type OutboundServer } from './helpers.js';
 
 describe.each(testDatabases())('outbound triggers on $name', (tdb) => {
   let server: OutboundServer;
@@ -75,14 +75,22 @@ describe.each(testDatabases())('outbound triggers on $name', (tdb) => {
     // Epic dialect on the wire.
     expect(second.getSegment('MSH')!.getField(12).toString()).toBe('2.3');
     const again = await (await fetch(`${server.fhir}/${obsRef}`)).json();
+    // Outbox rows are written in the write's own transaction: once the PUT has answered, what it queued is there.
+    const queued = await outboxStates(server.runtime.db, 'ehr');
     await put({ ...again, meta: undefined });
-    await new Promise((r) => setTimeout(r, 300));
+    expect(await outboxStates(server.runtime.db, 'ehr')).toEqual(queued);
     expect(results.received).toHaveLength(2);
   });
 
   it('the filter decides: a report outside it is not sent', async () => {
+    const before = await outboxStates(server.runtime.db, 'ehr');
     await server.transaction(labReport('FLT-1', { category: 'elsewhere' }));
-    await new Promise((r) => setTimeout(r, 300));
-    expect(results.received.some((r) => r.msg.getSegment('PID')!.getField(3).getComponent(1) === 'FLT-1')).toBe(false);
+    // Nothing queued for it (queuing happens in the write's transaction), and a report inside the filter written
+    // after it is the next thing the receiver gets.
+    expect(await outboxStates(server.runtime.db, 'ehr')).toEqual(before);
+    const n = results.received.length;
+    await server.transaction(labReport('FLT-2', { category: 'ehr' }));
+    await results.waitFor(n + 1);
+    expect(results.received.map((r) => r.msg.getSegment('PID')!.getField(3).getComponent(1))).not.toContain('FLT-1');
   });
 });
