@@ -10,7 +10,7 @@
  *
  * REST clients are not guarded: a clinician's PUT that changes a subject is a deliberate correction.
  */
-import type { Bundle, BundleEntry, Identifier, Patient, Reference, Resource } from '@medplum/fhirtypes';
+import type { Bundle, BundleEntry, Identifier, Patient, PatientLink, Reference, Resource } from '@medplum/fhirtypes';
 import type { Tx } from '../db/database.js';
 import { lockConditions, parseQuery } from './repository.js';
 import { searchIdsMany } from './search/index.js';
@@ -87,7 +87,9 @@ export async function guardPatientIdentity(tx: Tx, input: Bundle, policy: Confli
       if (e.fullUrl) patients.set(e.fullUrl, c);
     } else if (patientRefOf(e.resource!)) guarded.push(c);
   });
-  if (guarded.length === 0) return { conflicts: [], bundle: input };
+  // A Patient replaced by its sender (ADT A08/A31 upsert) must keep what a merge decided: see keepMergeLinks.
+  const patientPuts = [...patients.values()].filter((c) => entries[c.index]!.request!.method === 'PUT');
+  if (guarded.length === 0 && patientPuts.length === 0) return { conflicts: [], bundle: input };
 
   // The transaction will take these same locks; taking them first makes check-then-write atomic.
   await lockConditions(tx, [...guarded, ...patients.values()].map((c) => [c.resourceType, c.lockQuery]));
@@ -125,6 +127,10 @@ export async function guardPatientIdentity(tx: Tx, input: Bundle, policy: Confli
 
   const conflicts: IdentityConflict[] = [];
   const out = structuredClone(input);
+  await keepMergeLinks(tx, out, patientPuts.flatMap((c) => {
+    const id = patientIdOf.get(entries[c.index]!.fullUrl!);
+    return id ? [{ index: c.index, id }] : [];
+  }));
   if (survivor.size) {
     for (const e of out.entry ?? []) {
       const r = e.resource as { resourceType?: string; subject?: Reference; patient?: Reference } | undefined;
@@ -179,6 +185,32 @@ function pin(entry: BundleEntry, c: Conditional, id: string): void {
     entry.resource = { ...entry.resource!, id };
   } else {
     entry.request = { ...entry.request!, ifNoneExist: `${c.query}&_id=${encodeURIComponent(id)}` };
+  }
+}
+
+/**
+ * An HL7 v2 sender's Patient upsert (A08, A31) knows nothing of FHIR links: replacing the record as sent would drop the
+ * links a merge wrote and make a merged record active again, silently undoing the merge (and sending later results to
+ * it). The record's links are kept, and a record replaced by another stays inactive.
+ */
+async function keepMergeLinks(tx: Tx, bundle: Bundle, puts: Array<{ index: number; id: string }>): Promise<void> {
+  if (puts.length === 0) return;
+  const r = await tx.query<{ id: string; link: PatientLink[] }>(
+    `SELECT id, content::jsonb->'link' AS link FROM resource
+      WHERE resource_type = 'Patient' AND id = ANY($1::text[]) AND NOT deleted AND content LIKE '%"link"%'`,
+    [puts.map((p) => p.id)],
+  );
+  for (const row of r.rows) {
+    const existing = typeof row.link === 'string' ? (JSON.parse(row.link) as PatientLink[]) : row.link;
+    if (!existing?.length) continue;
+    for (const { index, id } of puts) {
+      if (id !== row.id) continue;
+      const patient = bundle.entry![index]!.resource as Patient;
+      const links = [...(patient.link ?? [])];
+      for (const l of existing) if (!links.some((x) => x.type === l.type && x.other?.reference === l.other?.reference)) links.push(l);
+      patient.link = links;
+      if (links.some((l) => l.type === 'replaced-by')) patient.active = false;
+    }
   }
 }
 

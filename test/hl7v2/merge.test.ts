@@ -185,6 +185,27 @@ describe.each(DB_KINDS)('HL7 v2 patient merge (%s)', (kind) => {
     expect((await patient(priorId)).active).toBe(false);
   });
 
+  it('a later A08 for either record updates its demographics but never undoes the merge', async () => {
+    const priorId = await patientId(BCBS, '56789');
+    const survivorId = await patientId(BCBS, '12345');
+    const a08 = (ctl: string, pid3: string, name: string) =>
+      [`MSH|^~\\&|ADT|HOSP|CONFLUX|HOSP|20240107080000||ADT^A08^ADT_A01|${ctl}|P|2.5`, 'EVN|A08|20240107080000', `PID|1||${pid3}||${name}||20180205|F`, 'PV1|1|O'].join('\r');
+    await ok(a08('M-A08-1', '56789^^^BCBS^MR', 'Prior^Renamed'));
+    await ok(a08('M-A08-2', '12345^^^BCBS^MR', 'Test^Renamed'));
+    const prior = await patient(priorId);
+    const survivor = await patient(survivorId);
+    expect(prior.name?.[0]?.family).toBe('Prior');
+    expect(prior.name?.[0]?.given).toEqual(['Renamed']);
+    expect(prior.active).toBe(false);
+    expect(prior.link).toEqual([{ other: { reference: `Patient/${survivorId}` }, type: 'replaced-by' }]);
+    expect(survivor.name?.[0]?.given).toEqual(['Renamed']);
+    expect(survivor.link).toEqual([{ other: { reference: `Patient/${priorId}` }, type: 'replaces' }]);
+    // …so results under the old MRN still go to the survivor.
+    await ok(oru('M-ORU-4', '56789', 'M4'));
+    const [r4] = await searchIds(h.rt.db, 'DiagnosticReport', [['identifier', 'FL-M4']], 5);
+    expect((await h.rt.repo.readResource<DiagnosticReport>('DiagnosticReport', r4!)).subject?.reference).toBe(`Patient/${survivorId}`);
+  });
+
   it('refuses a merge into itself, into a merged record, or of a record merged elsewhere, and changes nothing', async () => {
     await ok(a04('M-A04-2', 'SELF1^^^BCBS^MR~SELF2^^^BCBS^PI', 'Self^Sam'));
     await ok(oru('M-ORU-2', 'OTHER1', 'M2'));
