@@ -8,6 +8,9 @@
  * advisory locks the transaction takes for those conditions, so two messages racing on one order number
  * cannot both pass it.
  *
+ * Patient merges are honoured on the way: data for a record merged away (link replaced-by) goes to its survivor, and a
+ * sender's upsert of a merged record keeps its links (see keepMergeLinks).
+ *
  * REST clients are not guarded: a clinician's PUT that changes a subject is a deliberate correction.
  */
 import type { Bundle, BundleEntry, Identifier, Patient, PatientLink, Reference, Resource } from '@medplum/fhirtypes';

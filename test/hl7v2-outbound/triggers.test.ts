@@ -25,6 +25,7 @@ describe.each(testDatabases())('outbound triggers on $name', (tdb) => {
     await drop?.();
   });
 
+  const outboxRows = async (destination: string) => Object.values(await outboxStates(server.runtime.db, destination)).reduce((a, b) => a + b, 0);
   const put = async (resource: any) => {
     const res = await fetch(`${server.fhir}/${resource.resourceType}${resource.id ? `/${resource.id}` : ''}`, {
       method: resource.id ? 'PUT' : 'POST',
@@ -76,18 +77,19 @@ describe.each(testDatabases())('outbound triggers on $name', (tdb) => {
     expect(second.getSegment('MSH')!.getField(12).toString()).toBe('2.3');
     const again = await (await fetch(`${server.fhir}/${obsRef}`)).json();
     // Outbox rows are written in the write's own transaction: once the PUT has answered, what it queued is there.
-    const queued = await outboxStates(server.runtime.db, 'ehr');
+    // (Rows are counted whatever their state: the worker may still be marking the previous one delivered.)
+    const queued = await outboxRows('ehr');
     await put({ ...again, meta: undefined });
-    expect(await outboxStates(server.runtime.db, 'ehr')).toEqual(queued);
+    expect(await outboxRows('ehr')).toBe(queued);
     expect(results.received).toHaveLength(2);
   });
 
   it('the filter decides: a report outside it is not sent', async () => {
-    const before = await outboxStates(server.runtime.db, 'ehr');
+    const before = await outboxRows('ehr');
     await server.transaction(labReport('FLT-1', { category: 'elsewhere' }));
     // Nothing queued for it (queuing happens in the write's transaction), and a report inside the filter written
     // after it is the next thing the receiver gets.
-    expect(await outboxStates(server.runtime.db, 'ehr')).toEqual(before);
+    expect(await outboxRows('ehr')).toBe(before);
     const n = results.received.length;
     await server.transaction(labReport('FLT-2', { category: 'ehr' }));
     await results.waitFor(n + 1);
