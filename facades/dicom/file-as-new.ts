@@ -16,11 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import dcmjs from 'dcmjs';
-import type { Database, Tx } from '../../src/db/database.js';
-import type { Logger } from '../../src/facade.js';
-import { conflict } from '../../src/fhir/outcome.js';
-import type { FiledMessage } from '../../src/messages/held-resolution.js';
-import type { MessageRecord } from '../../src/messages/message-log.js';
+import { conflict, type Database, type FiledMessage, type Logger, type MessageRecord, type Tx } from '../../src/index.js';
 import type { ImagingStudySync } from './imaging-study.js';
 import { IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, type ParsedHeader, TS, parsePart10Header, str } from './part10.js';
 import { patientIdentity, patientKey } from './patient-identity.js';

@@ -6,11 +6,7 @@
  * Batching per study keeps a 2,000-instance study from writing 2,000 ImagingStudy versions.
  */
 import type { Bundle, BundleEntry, ImagingStudy, ImagingStudySeries, Patient } from '@medplum/fhirtypes';
-import { systemAccess } from '../../src/fhir/access.js';
-import type { FhirRouter } from '../../src/fhir/router.js';
-import type { Database, Tx } from '../../src/db/database.js';
-import type { Logger } from '../../src/facade.js';
-import { guardPatientIdentity } from '../../src/index.js';
+import { type Database, type FhirRouter, guardPatientIdentity, type Logger, systemAccess, type Tx } from '../../src/index.js';
 import { type DicomConfig, issuerToSystem } from './config.js';
 import { type DicomJson, str } from './part10.js';
 import { patientIdentity } from './patient-identity.js';

@@ -3,10 +3,7 @@
  * /iid, the worklist mirror of imaging ServiceRequests and the ImagingStudy sync. See docs/dicom.md.
  */
 import type { AddressInfo, Server as NetServer } from 'node:net';
-import { openBlobStore } from '../../src/blob/index.js';
-import type { Facade, FacadeContext, RunningFacade } from '../../src/facade.js';
-import { badRequest, notFound } from '../../src/fhir/outcome.js';
-import { registerHeldFiling } from '../../src/messages/held-resolution.js';
+import { badRequest, type Facade, type FacadeContext, notFound, openBlobStore, registerHeldFiling, type RunningFacade } from '../../src/index.js';
 import { loadDicomConfig } from './config.js';
 import { dicomwebRouter } from './dicomweb/routes.js';
 import { dimse, makeScpClass } from './dimse/scp.js';

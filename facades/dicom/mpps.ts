@@ -6,12 +6,7 @@
  * the commit. IN PROGRESS → in-progress, COMPLETED → completed, DISCONTINUED → stopped.
  */
 import type { Procedure, ServiceRequest } from '@medplum/fhirtypes';
-import type { Database, Tx } from '../../src/db/database.js';
-import { systemAccess } from '../../src/fhir/access.js';
-import type { FhirRouter } from '../../src/fhir/router.js';
-import type { Repository } from '../../src/fhir/repository.js';
-import { searchIds } from '../../src/fhir/search/index.js';
-import { guardPatientIdentity } from '../../src/index.js';
+import { type Database, type FhirRouter, guardPatientIdentity, type Repository, searchIds, systemAccess, type Tx } from '../../src/index.js';
 import { type DicomConfig, issuerToSystem } from './config.js';
 import { dicomDateTime } from './imaging-study.js';
 import { type DicomJson, str } from './part10.js';

@@ -3,7 +3,7 @@
  * and QIDO-RS. Unique keys, patient id, accession, dates and modality narrow the SQL; every other
  * matching key is applied per candidate by the shared matcher, so both protocols match identically.
  */
-import type { Queryable } from '../../src/db/database.js';
+import type { Queryable } from '../../src/index.js';
 import { matches } from './matching.js';
 import type { DicomJson, JsonElement } from './part10.js';
 

@@ -1,6 +1,5 @@
 /** What the DIMSE and DICOMweb front ends share: the index, the blob store, the FHIR sync and MPPS. */
-import type { Database } from '../../src/db/database.js';
-import type { Repository } from '../../src/fhir/repository.js';
+import type { Database, Repository } from '../../src/index.js';
 import type { ImagingStudySync } from './imaging-study.js';
 import type { MppsService } from './mpps.js';
 import type { InstanceStore } from './store.js';

@@ -6,9 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Readable, Transform } from 'node:stream';
-import type { BlobStore } from '../../src/blob/index.js';
-import type { Database, Queryable } from '../../src/db/database.js';
-import { type HoldKind, recordMessage } from '../../src/messages/message-log.js';
+import { type BlobStore, type Database, type HoldKind, type Queryable, recordMessage } from '../../src/index.js';
 import { DicomParseError, type DicomJson, type ParsedHeader, num, parsePart10Header, str } from './part10.js';
 import { describeStoredPatient, patientIdentity, patientKey, studyPatientKeySql } from './patient-identity.js';
 

@@ -10,9 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { CodeableConcept, Patient, ServiceRequest } from '@medplum/fhirtypes';
-import type { Database, Tx } from '../../src/db/database.js';
-import type { ChangeEvent, Repository } from '../../src/fhir/repository.js';
-import { searchIds } from '../../src/fhir/search/index.js';
+import { type ChangeEvent, type Database, type Repository, searchIds, type Tx } from '../../src/index.js';
 import { type DicomConfig, systemToIssuer } from './config.js';
 import { matches, project } from './matching.js';
 import type { DicomJson } from './part10.js';

@@ -5,9 +5,7 @@
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { ImagingStudy } from '@medplum/fhirtypes';
-import type { AccessPolicy } from '../../../src/fhir/access.js';
-import { badRequest, FhirError, notFound } from '../../../src/fhir/outcome.js';
-import type { Runtime } from '../../../src/runtime.js';
+import { type AccessPolicy, badRequest, FhirError, notFound, type Runtime } from '../../../src/index.js';
 import { type DicomJson, num, str, tagOf, vrOf } from '../part10.js';
 import { project } from '../matching.js';
 import { findLevel, type Level } from '../query.js';

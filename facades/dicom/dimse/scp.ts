@@ -6,7 +6,7 @@
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import dimseModule from 'dcmjs-dimse';
-import type { Logger } from '../../../src/facade.js';
+import type { Logger } from '../../../src/index.js';
 import type { DicomConfig } from '../config.js';
 import { type DicomJson, buildPart10Header, denaturalize, naturalize, str } from '../part10.js';
 import { findLevel, type Level } from '../query.js';
