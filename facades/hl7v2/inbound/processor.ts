@@ -7,7 +7,7 @@
  */
 import type { Bundle, BundleEntry, Identifier, Reference, Resource } from '@medplum/fhirtypes';
 import { randomUUID } from 'node:crypto';
-import type { Database, FiledMessage, IdentityConflict, MessagePatch, MessageRecord, MessageStatus, Queryable, Tx } from '../../../src/index.js';
+import type { ConflictPolicy, Database, FiledMessage, IdentityConflict, MessagePatch, MessageRecord, MessageStatus, Queryable, Tx } from '../../../src/index.js';
 import { conflict, findDuplicate, getMessage, guardPatientIdentity, recordMessage, updateMessage } from '../../../src/index.js';
 import { splitEnvelope } from '../envelope.js';
 import { Hl7ParseError, Hl7v2Message, readDelimiters, Segment, type Delimiters } from '../message.js';
@@ -185,39 +185,22 @@ export async function processMessage(
       }
 
       // Principle 5: an order number (or visit, specimen id) of another patient refuses the message, before any write.
-      const guarded = await guardPatientIdentity(tx, bundle, 'refuse');
-      if (guarded.conflicts.length) {
-        const issues = conflictIssues(guarded.conflicts, mapped);
+      const written = await writeMapped(deps, tx, msg, mapped, bundle, 'refuse');
+      if ('conflicts' in written) {
+        const issues = conflictIssues(written.conflicts, mapped);
         const nack = reply('AE', issues);
         await logAs(tx, {
           status: 'held',
           holdKind: 'identity-conflict',
           error: issues.map(formatIssue).join('; '),
           ack: nack.join('\n'),
-          patientRefs: [...new Set(guarded.conflicts.map((c) => c.existingPatient))],
+          patientRefs: [...new Set(written.conflicts.map((c) => c.existingPatient))],
         });
         deps.log.warn(`held ${msg.messageType} ${controlId} from ${msg.sender}: identity conflict: ${issues.map(formatIssue).join('; ')}`);
         return { replies: nack, id, status: 'held' };
       }
-      bundle = guarded.bundle;
       const ack = acknowledgements(msg, { code: 'AA', issues: [] });
-      const response = await deps.transact(bundle, tx);
-      const refs = resultRefs(bundle, response);
-      // ADT merges run in this same transaction: the prior record's data moves with the links, or nothing does.
-      for (const m of mapped.merges ?? []) {
-        if (!deps.mergePatients) throw new Error('patient merge is not available in this process; the merge was not applied');
-        const ref = (fullUrl: string) => refs[bundle.entry!.findIndex((e) => e.fullUrl === fullUrl)] ?? fullUrl;
-        await deps.mergePatients(tx, { source: ref(m.merged), target: ref(m.survivor), who: `HL7 v2 ${msg.sender}`, reason: `${msg.messageType} ${controlId}` });
-      }
-      const patientRefs = refs.filter((r, i) => r.startsWith('Patient/') && (bundle.entry![i]?.fullUrl === mapped.patientRef || !mapped.patientRef));
-      const fromSubject = bundle.entry?.map((e) => (e.resource as { subject?: Reference } | undefined)?.subject?.reference).find((r) => r?.startsWith('Patient/'));
-      await logAs(tx, {
-        status: 'processed',
-        error: null,
-        ack: ack.join('\n'),
-        resourceRefs: refs,
-        patientRefs: patientRefs.length ? patientRefs : fromSubject ? [fromSubject] : [],
-      });
+      await logAs(tx, { status: 'processed', error: null, ack: ack.join('\n'), ...written });
       await deps.beforeCommit?.(id);
       return { replies: ack, id, status: 'processed' };
     });
@@ -276,12 +259,36 @@ export async function fileHeldAsNew(deps: ProcessorDeps, tx: Tx, message: Messag
     if (!found) throw conflict(`message ${message.id} is a device reading without a patient and no association covers it`);
     bundle = fileToPatient(bundle, found.patient);
   }
-  bundle = (await guardPatientIdentity(tx, bundle, 'file-as-new')).bundle;
-  const response = await deps.transact(bundle, tx);
-  const refs = resultRefs(bundle, response);
-  const own = bundle.entry?.map((e) => (e.resource as { subject?: Reference } | undefined)?.subject?.reference).find((r) => r?.startsWith('Patient/'));
-  const patientRefs = refs.filter((r, i) => r.startsWith('Patient/') && bundle.entry![i]?.fullUrl === mapped.patientRef);
-  return { resourceRefs: refs, patientRefs: patientRefs.length ? patientRefs : own ? [own] : [] };
+  const written = await writeMapped(deps, tx, msg, mapped, bundle, 'file-as-new');
+  if ('conflicts' in written) throw new Error('file-as-new reported conflicts'); // the guard files them as new instead
+  return written;
+}
+
+/**
+ * The one write step of a mapped message, on receipt and when an operator files a held one: the identity guard, the
+ * FHIR transaction, ADT merges in the same transaction (the prior record's data moves with the links, or nothing
+ * does), and what the log row records. Under 'refuse', conflicts come back instead and nothing is written.
+ */
+async function writeMapped(
+  deps: ProcessorDeps,
+  tx: Tx,
+  msg: Hl7v2Message,
+  mapped: MappedMessage,
+  input: Bundle,
+  policy: ConflictPolicy,
+): Promise<FiledMessage | { conflicts: IdentityConflict[] }> {
+  const guarded = await guardPatientIdentity(tx, input, policy);
+  if (guarded.conflicts.length) return { conflicts: guarded.conflicts };
+  const bundle = guarded.bundle;
+  const refs = resultRefs(bundle, await deps.transact(bundle, tx));
+  for (const m of mapped.merges ?? []) {
+    if (!deps.mergePatients) throw new Error('patient merge is not available in this process; the merge was not applied');
+    const ref = (fullUrl: string) => refs[bundle.entry!.findIndex((e) => e.fullUrl === fullUrl)] ?? fullUrl;
+    await deps.mergePatients(tx, { source: ref(m.merged), target: ref(m.survivor), who: `HL7 v2 ${msg.sender}`, reason: `${msg.messageType} ${msg.controlId}` });
+  }
+  const patientRefs = refs.filter((r, i) => r.startsWith('Patient/') && (bundle.entry![i]?.fullUrl === mapped.patientRef || !mapped.patientRef));
+  const fromSubject = bundle.entry?.map((e) => (e.resource as { subject?: Reference } | undefined)?.subject?.reference).find((r) => r?.startsWith('Patient/'));
+  return { resourceRefs: refs, patientRefs: patientRefs.length ? patientRefs : fromSubject ? [fromSubject] : [] };
 }
 
 function base(msg: Hl7v2Message, raw: Buffer, meta: { remoteAddress?: string; channel?: string; replayOf?: string }) {
