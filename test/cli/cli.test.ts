@@ -137,18 +137,20 @@ describe('conflux CLI', () => {
       'MSH|^~\\&|LAB|NORTH|CONFLUX|HOSP|20260101120000||ADT^A04^ADT_A01|CLI-1|P|2.5.1',
       'PID|1||CLI-MRN-1^^^HOSP^MR||Cli^Test||19700101|F',
     ].join('\r');
-    const ack = await new Promise<string>((resolve, reject) => {
-      const s = net.connect(mllpPort, '127.0.0.1', () => s.write(Buffer.concat([Buffer.from([0x0b]), Buffer.from(msg), Buffer.from([0x1c, 0x0d])])));
-      let got = '';
-      s.on('data', (d) => {
-        got += d.toString('latin1');
-        if (got.includes('\x1c\r')) {
-          s.end();
-          resolve(got);
-        }
+    const send = (text: string) =>
+      new Promise<string>((resolve, reject) => {
+        const s = net.connect(mllpPort, '127.0.0.1', () => s.write(Buffer.concat([Buffer.from([0x0b]), Buffer.from(text), Buffer.from([0x1c, 0x0d])])));
+        let got = '';
+        s.on('data', (d) => {
+          got += d.toString('latin1');
+          if (got.includes('\x1c\r')) {
+            s.end();
+            resolve(got);
+          }
+        });
+        s.on('error', reject);
       });
-      s.on('error', reject);
-    });
+    const ack = await send(msg);
     expect(ack).toContain('MSA|AA|CLI-1');
     const list = conflux(['messages', 'list', '--control-id', 'CLI-1', '--json'], env);
     expect(list.code, list.stderr + list.stdout).toBe(0);
@@ -173,6 +175,25 @@ describe('conflux CLI', () => {
     expect((JSON.parse(pruned.stdout) as { deleted: number }).deleted).toBeGreaterThanOrEqual(2);
     const after = JSON.parse(conflux(['messages', 'list', '--control-id', 'CLI-1', '--json'], env).stdout) as { messages?: unknown[] } | unknown[];
     expect(Array.isArray(after) ? after : (after.messages ?? [])).toEqual([]);
+
+    // An order number of another patient: refused, held, and decided by an operator with `messages resolve`.
+    const oru = (ctl: string, mrn: string) =>
+      [
+        `MSH|^~\\&|LAB|NORTH|CONFLUX|HOSP|20260101120000||ORU^R01^ORU_R01|${ctl}|P|2.5.1`,
+        `PID|1||${mrn}^^^HOSP^MR||Cli^Test||19700101|F`,
+        'OBR|1||CLI-F1^LAB|2345-7^Glucose^LN|||20260101110000',
+        'OBX|1|NM|2345-7^Glucose^LN||90|mg/dL^mg/dL^UCUM|70-99|N|||F',
+      ].join('\r');
+    expect(await send(oru('CLI-2', 'CLI-A'))).toContain('MSA|AA|CLI-2');
+    expect(await send(oru('CLI-3', 'CLI-B'))).toContain('MSA|AE|CLI-3');
+    const held = JSON.parse(conflux(['messages', 'list', '--status', 'held', '--hold-kind', 'identity-conflict', '--json'], env).stdout) as { messages: Array<{ id: string; controlId: string }> };
+    const heldId = held.messages.find((m) => m.controlId === 'CLI-3')!.id;
+    const noNote = conflux(['messages', 'resolve', heldId, '--action', 'reject', '--json'], env);
+    expect(noNote.code).not.toBe(0);
+    expect(noNote.stdout + noNote.stderr).toMatch(/needs a note/);
+    const filed = conflux(['messages', 'resolve', heldId, '--action', 'file-as-new', '--note', 'lab confirmed', '--json'], env);
+    expect(filed.code, filed.stderr + filed.stdout).toBe(0);
+    expect(JSON.parse(filed.stdout)).toMatchObject({ status: 'processed', resolution: expect.stringContaining('filed as new') });
   }
 
   function deviceCommands(env: Record<string, string>): void {
