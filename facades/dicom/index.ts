@@ -49,7 +49,7 @@ export const facade: Facade = {
         }, SYNC_DELAY_MS);
       },
     };
-    rt.repo.onChange(worklistHook(cfg));
+    rt.repo.onChange(worklistHook(cfg), { wants: (type) => type === 'ServiceRequest' });
     // An instance held for an identity conflict, filed as new by an operator: coerced to new UIDs for its own patient.
     registerHeldFiling(['dicom', 'dicomweb'], (tx, message) => fileHeldInstanceAsNew({ db: rt.db, store, sync, log: ctx.log }, tx, message));
     // For in-process callers (tests, future admin commands): the runtime type does not know facades.

@@ -48,6 +48,16 @@ export interface ChangeEvent {
  */
 export type ChangeHook = (tx: Tx, change: ChangeEvent) => Promise<void>;
 
+export interface ChangeHookOptions {
+  /**
+   * Cheap and synchronous: may the hook act on a change of this resource type at all? When no hook may, a create
+   * outside a transaction is one autocommitted statement (one round trip) instead of BEGIN, write, COMMIT:
+   * in the profile of 16 clients creating Observations, the two extra round trips' socket writes cost more CPU
+   * than validation. Without it the hook is asked about every change.
+   */
+  wants?: (resourceType: string) => boolean;
+}
+
 /** Conditional queries arrive as the raw query string (`identifier=a|b&active=true`). */
 export type SearchParams = Array<[string, string]>;
 
@@ -89,16 +99,25 @@ interface ResourceRow {
  */
 export class Repository {
   private readonly hooks: ChangeHook[] = [];
+  private readonly interest: Array<ChangeHookOptions['wants']> = [];
 
   constructor(readonly db: Database) {}
 
   /** Registers a hook run inside every write's transaction (e.g. the HL7 v2 outbound outbox). */
-  onChange(hook: ChangeHook): void {
+  onChange(hook: ChangeHook, opts: ChangeHookOptions = {}): void {
     this.hooks.push(hook);
+    this.interest.push(opts.wants);
+  }
+
+  private hooked(resourceType: string): boolean {
+    return this.interest.some((wants) => !wants || wants(resourceType));
   }
 
   private async emit(tx: Tx, change: ChangeEvent): Promise<void> {
-    for (const hook of this.hooks) await hook(tx, change);
+    for (let i = 0; i < this.hooks.length; i++) {
+      const wants = this.interest[i];
+      if (!wants || wants(change.resourceType)) await this.hooks[i](tx, change);
+    }
   }
 
   /** Runs `fn` in `tx` when given, otherwise in a new transaction. */
@@ -174,6 +193,10 @@ export class Repository {
     opts: { ifNoneExist?: string; tx?: Tx; /** pre-assigned by a transaction resolving urn:uuid references */ assignedId?: string } = {},
   ): Promise<WriteResult<T>> {
     assertResourceType(resource.resourceType);
+    if (!opts.tx && !opts.ifNoneExist && !this.hooked(resource.resourceType)) {
+      // One statement writes history, current row and index rows: atomic without an explicit transaction.
+      return this.write(this.db, { ...resource, id: opts.assignedId ?? randomUUID() }, 1, 'POST');
+    }
     return this.inTx(opts.tx, async (tx) => {
       if (opts.ifNoneExist) {
         const existing = await this.findConditional(tx, resource.resourceType, opts.ifNoneExist, 'If-None-Exist');
@@ -350,7 +373,7 @@ export class Repository {
   }
 
   /** History rows, current rows and search index rows of every item in ONE statement: one round trip. */
-  private async writeAll(tx: Tx, items: PendingWrite[]): Promise<void> {
+  private async writeAll(tx: Queryable, items: PendingWrite[]): Promise<void> {
     const col = <V>(f: (i: PendingWrite) => V): V[] => items.map(f);
     const params: unknown[] = [
       col((i) => i.resource.resourceType),

@@ -130,6 +130,9 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
     if (rows.length === 0) return;
     await enqueue(tx, rows);
     for (const r of rows) workers.get(r.destination)?.wake();
+  }, {
+    // With no destination (and a fresh list) a change needs no look: a lone create then skips its transaction.
+    wants: (type) => !stopped && TRIGGER_TYPES.has(type) && (active.length > 0 || Date.now() - loadedAt > refreshMs),
   });
 
   await refresh();
