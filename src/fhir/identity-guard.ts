@@ -143,9 +143,20 @@ export async function guardPatientIdentity(tx: Tx, input: Bundle, policy: Confli
       if (field && to) field.reference = to;
     }
   }
+  // Settled here under the locks, a condition need not be locked and searched again by the transaction: a Patient
+  // found once is pinned to its id, and an identifier nothing matches becomes a plain create.
+  for (const [url, c] of patientConds) {
+    const id = patientIdOf.get(url);
+    const n = found[patientConds.findIndex(([u]) => u === url)]!.length;
+    if (id) pin(out.entry![c.index]!, c, id);
+    else if (n === 0) settleAbsent(out.entry![c.index]!, c);
+  }
   for (const [i, c] of guarded.entries()) {
     const ids = matches[i]!;
-    if (ids.length === 0) continue;
+    if (ids.length === 0) {
+      settleAbsent(out.entry![c.index]!, c);
+      continue;
+    }
     const ref = patientRefOf(entries[c.index]!.resource!)!;
     // A patient the message creates has no data yet: every match belongs to someone else.
     const newPatient = patientOf(ref);
@@ -179,6 +190,12 @@ export async function guardPatientIdentity(tx: Tx, input: Bundle, policy: Confli
     for (const x of conflicts) x.existingPatientIdentifiers = idsOf.get(x.existingPatient) ?? [];
   }
   return { conflicts, bundle: out };
+}
+
+/** A condition that matches nothing (checked under its lock) is a plain create: no second lock and search. */
+function settleAbsent(entry: BundleEntry, c: Conditional): void {
+  if (entry.resource!.id) return; // a conditional PUT carrying an id creates with that id: left to the transaction
+  entry.request = { method: 'POST', url: c.resourceType };
 }
 
 /** Narrows a condition to one id: a PUT becomes PUT Type/id, a conditional create gets `_id`. */
