@@ -67,6 +67,8 @@ export async function runConcurrent(total: number, concurrency: number, job: (i:
 
 export interface BenchServer {
   url: string;
+  /** The MLLP listener's port. */
+  mllpPort: number;
   child: ChildProcess;
   /** Peak resident set size (MB) of the server's processes together, sampled every 100 ms. */
   peakRssMb(): number;
@@ -79,6 +81,36 @@ export function serverCommand(): string[] {
   const build = spawnSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
   if (build.status !== 0) throw new Error('npm run build failed: the benchmark would measure stale code');
   return ['--max-semi-space-size=16', '--expose-gc', path.join(root, 'dist', 'src', 'cli.js'), 'serve'];
+}
+
+/** The pids of a process and its children (a supervisor and its workers). */
+function processTree(pid: number): number[] {
+  const out: number[] = [];
+  const visit = (p: number) => {
+    out.push(p);
+    try {
+      for (const c of readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').split(' ').filter(Boolean)) visit(Number(c));
+    } catch {
+      /* process gone */
+    }
+  };
+  visit(pid);
+  return out;
+}
+
+/** CPU time (ms, user + system) a process and its children have used so far: the server's cost, apart from the client's. */
+export function treeCpuMs(pid: number): number {
+  const tick = 1000 / 100; // USER_HZ is 100 on Linux
+  let ms = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const fields = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ms += (Number(fields[11]) + Number(fields[12])) * tick;
+    } catch {
+      /* process gone */
+    }
+  }
+  return ms;
 }
 
 /** Resident set size (MB) of a process and its children (a supervisor and its workers). */
@@ -103,9 +135,10 @@ export function treeRssMb(pid: number): number {
  */
 export async function startBenchServer(env: Record<string, string> = {}): Promise<BenchServer> {
   const port = 20000 + Math.floor(Math.random() * 20000);
+  const mllpPort = port + 1;
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conflux-bench-'));
   const child = spawn(process.execPath, serverCommand(), {
-    env: { ...process.env, AUTH: 'off', PORT: String(port), MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: dataDir, WORKERS: '1', ...env },
+    env: { ...process.env, AUTH: 'off', PORT: String(port), MLLP_PORT: String(mllpPort), DICOM_PORT: '0', DATA_DIR: dataDir, WORKERS: '1', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
@@ -121,6 +154,7 @@ export async function startBenchServer(env: Record<string, string> = {}): Promis
   const timer = setInterval(() => (peak = Math.max(peak, treeRssMb(child.pid!))), 100);
   return {
     url,
+    mllpPort,
     child,
     peakRssMb: () => Math.round(peak),
     async stop() {

@@ -1,24 +1,20 @@
 /**
  * HL7 v2 inbound benchmark: parse-only rate, and end-to-end messages/s with ACK latency p50/p99 for a
  * 10-OBX ORU^R01 over 16 concurrent MLLP connections, on PGlite (in memory) and on PostgreSQL when
- * DATABASE_URL is set (in a scratch schema, dropped afterwards, so earlier runs' rows do not move the figure).
+ * DATABASE_URL is set (in a scratch schema, dropped afterwards, so earlier runs' rows do not move the figure), once per
+ * WORKERS value. The server is the compiled build in its own processes; its CPU a message is read from /proc.
  * Each message has a new patient and order so every one is a real write.
- *   npx tsx bench/mllp.ts [messagesPerConnection=100]
+ *   npm run bench -- mllp [messagesPerConnection=100] [--workers 1,2]
  */
 import net from 'node:net';
-import { scratchSchema } from './lib.js';
-import { loadConfig } from '../src/config.js';
-import { createRuntime } from '../src/runtime.js';
-import { openDatabase } from '../src/db/open.js';
+import { scratchSchema, startBenchServer, treeCpuMs } from './lib.js';
 import { frame, MllpDecoder } from '../facades/hl7v2/mllp.js';
 import { splitEnvelope } from '../facades/hl7v2/envelope.js';
 import { Hl7v2Message } from '../facades/hl7v2/message.js';
 import { mapMessage } from '../facades/hl7v2/inbound/map-message.js';
 import { DEFAULT_MAPPING } from '../facades/hl7v2/inbound/mapping-config.js';
-import { inboundDeps } from '../facades/hl7v2/index.js';
-import { startMllpListener } from '../facades/hl7v2/inbound/listener.js';
 
-const PER_CONN = Number(process.argv[2] ?? 100);
+const PER_CONN = Number(/^\d+$/.test(process.argv[2] ?? '') ? process.argv[2] : 100);
 const CONNS = 16;
 const run = `${process.pid}-${Date.now()}`;
 
@@ -103,33 +99,35 @@ async function rawAnchor(): Promise<number> {
   return rate;
 }
 
-async function endToEnd(label: string, anchor: number, databaseUrl?: string): Promise<void> {
-  const db = await openDatabase({ databaseUrl, dataDir: null });
-  const config = loadConfig({ AUTH: 'off', PORT: '0' });
-  const rt = await createRuntime(config, { db });
-  const quiet = { info: () => undefined, warn: () => undefined, error: (m: string) => console.error(m) };
-  const deps = await inboundDeps({ db: rt.db, router: rt.router, config, log: quiet });
-  const listener = await startMllpListener(deps, { port: 0, host: '127.0.0.1' });
-  const cpu0 = process.cpuUsage();
-  const { latencies, secs, errors } = await drive(listener.port);
-  const cpu = process.cpuUsage(cpu0);
-  const rate = latencies.length / secs;
-  console.log(
-    `${label}: ${latencies.length} ORU^R01 (10 OBX) over ${CONNS} connections: ${Math.round(rate)} msgs/s end to end (${(rate / anchor).toFixed(3)} × the bare anchor), ACK p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms${errors ? `, ${errors} not AA` : ''}; ` +
-      `this process (server and the bench's clients) used ${((cpu.user + cpu.system) / 1000 / latencies.length).toFixed(1)} ms CPU a message`,
-  );
-  await listener.close();
-  await rt.db.close();
+/** End to end against the compiled server (`npm start`'s build) in its own processes: WORKERS=1, then each value of --workers. */
+async function endToEnd(label: string, anchor: number, env: Record<string, string>): Promise<void> {
+  const server = await startBenchServer(env);
+  try {
+    const cpu0 = treeCpuMs(server.child.pid!);
+    const { latencies, secs, errors } = await drive(server.mllpPort);
+    const cpuMs = treeCpuMs(server.child.pid!) - cpu0;
+    const rate = latencies.length / secs;
+    console.log(
+      `${label}: ${latencies.length} ORU^R01 (10 OBX) over ${CONNS} connections: ${Math.round(rate)} msgs/s end to end (${(rate / anchor).toFixed(3)} × the bare anchor), ` +
+        `ACK p50 ${pct(latencies, 50)} ms, p99 ${pct(latencies, 99)} ms${errors ? `, ${errors} not AA` : ''}; server ${(cpuMs / latencies.length).toFixed(1)} ms CPU a message, peak RSS ${server.peakRssMb()} MB`,
+    );
+  } finally {
+    await server.stop();
+  }
 }
 
+const workersArg = process.argv.indexOf('--workers');
+const workerCounts = (workersArg > 0 ? process.argv[workersArg + 1]! : '1,2').split(',').map(Number);
 parseOnly();
 const anchor = await rawAnchor();
-await endToEnd('PGlite (in memory)', anchor);
+await endToEnd('PGlite, WORKERS=1', anchor, { DATABASE_URL: '' });
 if (process.env.DATABASE_URL) {
-  const scratch = await scratchSchema(process.env.DATABASE_URL, 'bench_mllp');
-  try {
-    await endToEnd('PostgreSQL', anchor, scratch.url);
-  } finally {
-    await scratch.drop();
+  for (const workers of workerCounts) {
+    const scratch = await scratchSchema(process.env.DATABASE_URL, 'bench_mllp');
+    try {
+      await endToEnd(`PostgreSQL, WORKERS=${workers}`, anchor, { DATABASE_URL: scratch.url, WORKERS: String(workers) });
+    } finally {
+      await scratch.drop();
+    }
   }
 } else console.log('PostgreSQL: skipped (set DATABASE_URL)');
