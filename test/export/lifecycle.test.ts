@@ -253,12 +253,14 @@ describe.each(testDatabases())('export job lifecycle on $name', (tdb) => {
     const id = jobId(status);
     const jobs = new JobStore(db);
     // A worker claims the job, writes half a type, then dies (no heartbeat, no release).
-    const claimed = await jobs.claim('crashed-worker', 100);
+    // A long lease, ended below by hand: a 100 ms lease could lapse on a busy machine before the next line runs.
+    const claimed = await jobs.claim('crashed-worker', 600_000);
     expect(claimed?.id).toBe(id);
     const junkKey = `export/${id}/1/Observation-1.ndjson`;
     await blobs.put(junkKey, ['{"resourceType":"Observation","id":"half-written"}\n']);
     expect(await jobs.addFile(id, 'crashed-worker', { name: 'Observation-1.ndjson', kind: 'output', resourceType: 'Observation', part: 1, count: 1, size: 10, blobKey: junkKey })).toBe(true);
     expect(await jobs.claim('another-worker', 100)).toBeUndefined();
+    await db.query("UPDATE export_job SET lease_until = now() - interval '1 second' WHERE id = $1", [id]);
 
     const settings = { ...exportSettings({ EXPORT_FILE_MAX_RESOURCES: '10', EXPORT_POLL_MS: '50' }), workers: 1 };
     const worker = new ExportWorker(db, jobs, blobs, settings, makeLogger('test-worker'));
