@@ -15,7 +15,11 @@ interface RequiredBinding {
 
 const bindingsByType = new Map<string, RequiredBinding[]>();
 
-export function indexRequiredBindings(profiles: Bundle, terminology: Bundle[]): void {
+/** The required code bindings per resource type, as JSON (the build stores it beside the compact definitions). */
+export type RequiredBindingTable = Record<string, Array<{ path: string[]; valueSet: string; codes: string[] }>>;
+
+/** Computes the table from the R4 resource profiles and the value sets and code systems they bind to. */
+export function requiredBindingTable(profiles: Bundle, terminology: Bundle[]): RequiredBindingTable {
   const codeSystems = new Map<string, CodeSystem>();
   const valueSets = new Map<string, ValueSet>();
   for (const bundle of terminology) {
@@ -25,15 +29,19 @@ export function indexRequiredBindings(profiles: Bundle, terminology: Bundle[]): 
       if (r?.resourceType === 'ValueSet' && r.url) valueSets.set(r.url, r);
     }
   }
-  const expanded = new Map<string, Set<string> | null>();
-  const expand = (url: string): Set<string> | null => {
-    if (!expanded.has(url)) expanded.set(url, enumerate(valueSets.get(url), codeSystems));
+  const expanded = new Map<string, string[] | null>();
+  const expand = (url: string): string[] | null => {
+    if (!expanded.has(url)) {
+      const codes = enumerate(valueSets.get(url), codeSystems);
+      expanded.set(url, codes ? [...codes] : null);
+    }
     return expanded.get(url) ?? null;
   };
+  const table: RequiredBindingTable = {};
   for (const e of profiles.entry ?? []) {
     const sd = e.resource as StructureDefinition | undefined;
     if (sd?.resourceType !== 'StructureDefinition' || sd.kind !== 'resource' || sd.abstract) continue;
-    const list: RequiredBinding[] = [];
+    const list: RequiredBindingTable[string] = [];
     for (const el of sd.snapshot?.element ?? []) {
       const types = el.type?.map((t) => t.code) ?? [];
       const vs = el.binding?.valueSet?.split('|')[0];
@@ -42,7 +50,16 @@ export function indexRequiredBindings(profiles: Bundle, terminology: Bundle[]): 
       const codes = expand(vs);
       if (codes) list.push({ path: (el.path as string).split('.').slice(1), valueSet: vs, codes });
     }
-    if (list.length) bindingsByType.set(sd.type as string, list);
+    if (list.length) table[sd.type as string] = list;
+  }
+  return table;
+}
+
+/** Makes `checkRequiredBindings` check the bindings of `table`. */
+export function indexRequiredBindings(table: RequiredBindingTable): void {
+  bindingsByType.clear();
+  for (const [type, list] of Object.entries(table)) {
+    bindingsByType.set(type, list.map((b) => ({ path: b.path, valueSet: b.valueSet, codes: new Set(b.codes) })));
   }
 }
 

