@@ -9,9 +9,10 @@ import {
   evalFhirPathTyped,
   toTypedValue,
 } from '@medplum/core';
-import type { TypedValue } from '@medplum/core';
+import type { FhirPathAtom, TypedValue } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
 import { indexedParamsOf } from './definitions.js';
+import { compileSimplePath, type PathEvaluator } from './simple-paths.js';
 import type { ParamDef, ParamType } from './definitions.js';
 import {
   MAX_DATE,
@@ -240,9 +241,18 @@ export function urisOf(values: TypedValue[]): string[] {
 
 // ---- whole-resource extraction ----
 
-function evaluate(def: ParamDef, input: TypedValue[]): TypedValue[] {
+/** Per expression and resource type: a plain-path evaluator, or null when the FHIRPath engine is needed. */
+const simplePaths = new WeakMap<object, Map<string, PathEvaluator | null>>();
+
+/** `expression` on `input`: a resource of `resourceType`, or (null) the element of a composite parameter's part. */
+function evaluate(expression: FhirPathAtom, input: TypedValue[], resourceType: string | null, resource: TypedValue): TypedValue[] {
+  const key = resourceType ?? '';
+  let byType = simplePaths.get(expression);
+  if (!byType) simplePaths.set(expression, (byType = new Map()));
+  let fast = byType.get(key);
+  if (fast === undefined) byType.set(key, (fast = compileSimplePath(expression, resourceType) ?? null));
   try {
-    return evalFhirPathTyped(def.expression!, input, { '%resource': input[0] });
+    return fast ? fast(input) : evalFhirPathTyped(expression, input, { '%resource': resource });
   } catch {
     return []; // a FHIRPath that fails on odd content must not make the write fail
   }
@@ -275,7 +285,7 @@ export function extractIndexRows(resource: Resource): IndexRows {
   for (const def of indexedParamsOf(resource.resourceType)) {
     // Most parameters of a type read elements this resource does not have: skip the FHIRPath evaluation.
     if (def.roots && !def.roots.some((r) => present.has(r))) continue;
-    const values = evaluate(def, input);
+    const values = evaluate(def.expression!, input, resource.resourceType, input[0]!);
     if (values.length === 0) continue;
     addParam(rows, def, values, input[0]);
   }
@@ -391,13 +401,7 @@ function addComposite(rows: IndexRows, def: ParamDef, elements: TypedValue[], ro
   const parts = def.parts!;
   for (const el of elements) {
     const perPart = parts.map((p) => {
-      let vals: TypedValue[] = [];
-      try {
-        vals = evalFhirPathTyped(p.expression, [el], { '%resource': root });
-      } catch {
-        vals = [];
-      }
-      return partValues(p.type, vals);
+      return partValues(p.type, evaluate(p.expression, [el], null, root));
     });
     if (perPart.some((v) => v.length === 0)) continue;
     const [p1, p2, p3] = perPart;
