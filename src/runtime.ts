@@ -9,6 +9,7 @@ import { migrate } from './db/migrate.js';
 import { openDatabase } from './db/open.js';
 import { type AccessPolicy, systemAccess } from './fhir/access.js';
 import { installBundleProcessor } from './fhir/bundle.js';
+import { installValidateOperation } from './fhir/validate-operation.js';
 import { installBulkExport } from './export/index.js';
 import { buildCapabilityStatement } from './fhir/capability.js';
 import { FhirError } from './fhir/outcome.js';
@@ -70,6 +71,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     maxPageSize: config.maxPageSize,
   });
   installBundleProcessor(router);
+  installValidateOperation(router);
 
   const app = express();
   app.disable('x-powered-by');

@@ -1,0 +1,72 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Resource } from '@medplum/fhirtypes';
+import { describe, expect, it } from 'vitest';
+import { validationIssues } from '../../src/fhir/validation.js';
+import { sharedPath } from '../helpers/shared-data.js';
+
+const PACKAGE = sharedPath('fhir', 'r4-examples', 'hl7.fhir.r4.examples-4.0.1.tgz');
+
+/**
+ * The official R4 examples that really are invalid, and why: each refusal must be for the reason listed here
+ * (a constraint key, or the element the library names), and no other example may be refused.
+ */
+const REFUSED: Record<string, string[]> = {
+  'Bundle-dataelements.json': ['Constraint bdl-7 not met'],
+  'Bundle-v2-valuesets.json': ['Invalid code format (Bundle.entry[814].resource.concept[74].code)', 'String must contain non-whitespace content'],
+  'CodeSystem-v2-0550.json': ['Invalid code format (CodeSystem.concept[74].code)', 'String must contain non-whitespace content (CodeSystem.concept[444].code)'],
+  // R4: "Strings SHALL NOT exceed 1MB in size"; these narratives do.
+  'CodeSystem-dicom-dcim.json': ['String cannot be larger than 1 MB (CodeSystem.text.div)'],
+  'ValueSet-c80-doc-typecodes.json': ['String cannot be larger than 1 MB (ValueSet.text.div)'],
+  'ImplementationGuide-fhir.json': ['Missing required property (ImplementationGuide.name)', 'Missing required property (ImplementationGuide.status)'],
+  'ig-r4.json': ['Missing required property (ImplementationGuide.name)', 'Missing required property (ImplementationGuide.status)'],
+  'Questionnaire-qs1.json': ['Missing required property (Questionnaire.item[0].item[0].linkId)'],
+  'SearchParameter-codesystem-extensions-CodeSystem-author.json': ['Missing required property (SearchParameter.base)'],
+  'SearchParameter-codesystem-extensions-CodeSystem-effective.json': ['Missing required property (SearchParameter.base)'],
+  'SearchParameter-codesystem-extensions-CodeSystem-end.json': ['Missing required property (SearchParameter.base)'],
+  'SearchParameter-codesystem-extensions-CodeSystem-keyword.json': ['Missing required property (SearchParameter.base)'],
+  'SearchParameter-codesystem-extensions-CodeSystem-workflow.json': ['Missing required property (SearchParameter.base)'],
+  'SearchParameter-valueset-extensions-ValueSet-author.json': ['Missing required property (SearchParameter.base)'],
+  'SearchParameter-valueset-extensions-ValueSet-effective.json': ['Missing required property (SearchParameter.base)'],
+  'SearchParameter-valueset-extensions-ValueSet-end.json': ['Missing required property (SearchParameter.base)'],
+  'SearchParameter-valueset-extensions-ValueSet-keyword.json': ['Missing required property (SearchParameter.base)'],
+  'SearchParameter-valueset-extensions-ValueSet-workflow.json': ['Missing required property (SearchParameter.base)'],
+  // 68 characters: FHIR ids are at most 64.
+  'SearchParameter-questionnaireresponse-extensions-QuestionnaireResponse-item-subject.json': ['Invalid id "questionnaireresponse-extensions-QuestionnaireResponse-item-subject"'],
+  'StructureDefinition-Definition.json': ['Constraint sdf-4 not met'],
+  'StructureDefinition-Event.json': ['Constraint sdf-4 not met'],
+  'StructureDefinition-FiveWs.json': ['Constraint sdf-4 not met'],
+  'StructureDefinition-Request.json': ['Constraint sdf-4 not met'],
+};
+
+describe.skipIf(!existsSync(PACKAGE))('the official R4 examples (shared corpus)', () => {
+  it('are accepted, apart from the invalid ones, each refused for its listed reason in a sentence with its location', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'conflux-r4-examples-'));
+    try {
+      execFileSync('tar', ['-xzf', PACKAGE, '-C', dir]);
+      const files = readdirSync(path.join(dir, 'package')).filter((f) => f.endsWith('.json') && f !== 'package.json' && !f.startsWith('.'));
+      const refused: Record<string, string[]> = {};
+      let examples = 0;
+      for (const f of files) {
+        const resource = JSON.parse(readFileSync(path.join(dir, 'package', f), 'utf8')) as Resource;
+        if (!resource.resourceType) continue;
+        examples++;
+        const errors = validationIssues(resource).filter((i) => i.severity === 'error' || i.severity === 'fatal');
+        if (errors.length) refused[f] = errors.map((e) => e.diagnostics ?? '');
+      }
+      expect(examples).toBeGreaterThan(5000);
+      expect(Object.keys(refused).sort()).toEqual(Object.keys(REFUSED).sort());
+      for (const [f, reasons] of Object.entries(REFUSED)) {
+        for (const reason of reasons) expect(refused[f]!.some((d) => d.includes(reason)), `${f}: ${reason}`).toBe(true);
+        // Sentences, not the library's JSON; each names where.
+        for (const d of refused[f]!) expect(d).toMatch(/^[A-Z][^{]*\(.+\)$/);
+      }
+      // Valid base64Binary with line breaks (R4 allows whitespace) is accepted.
+      for (const f of ['Binary-example.json', 'Media-example.json', 'DiagnosticReport-gingival-mass.json']) expect(files).toContain(f);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
