@@ -4,6 +4,7 @@
  */
 export type { Database, Queryable, Tx, QueryResult } from './db/database.js';
 export type { Config } from './config.js';
+export { ConfigError, envReader, type Environment, type ListenPort, type PluginConfig } from './env.js';
 export { openBlobStore, type BlobStore } from './blob/index.js';
 export type { Facade, FacadeContext, Logger, RunningFacade } from './facade.js';
 export type { Runtime } from './runtime.js';

@@ -1,6 +1,7 @@
 /**
- * The house's dependency rule (DESIGN.md "Layout"): facades and smart/ use the core only through its public module
- * (src/index.ts), src/ never imports a facade or smart/, and a facade never imports another facade.
+ * The house's dependency rule (docs/architecture.md): facades and smart/ use the core only through its public modules
+ * (src/index.ts, and src/env.ts for their config modules), src/ never imports a facade or smart/, and a facade never
+ * imports another facade. The environment is read in one layer: only the CLI touches process.env.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -22,10 +23,11 @@ function imports(file: string): string[] {
 }
 
 describe('dependency rule', () => {
-  it('facades and smart/ reach the core only through src/index.ts', () => {
+  it('facades and smart/ reach the core only through its public modules', () => {
+    const publicModules = [path.join('src', 'index.js'), path.join('src', 'env.js')];
     const deep = [...sources('facades'), ...sources('smart')].flatMap((f) =>
       imports(f)
-        .filter((i) => i.startsWith(`src${path.sep}`) && i !== path.join('src', 'index.js'))
+        .filter((i) => i.startsWith(`src${path.sep}`) && !publicModules.includes(i))
         .map((i) => `${f} imports ${i}`),
     );
     expect(deep).toEqual([]);
@@ -40,5 +42,19 @@ describe('dependency rule', () => {
         .map((i) => `${f} imports ${i}`);
     });
     expect([...upward, ...across]).toEqual([]);
+  });
+
+  it('no file below the configuration layer reads the environment: the CLI hands process.env to loadConfig once', () => {
+    const entry = path.join('src', 'cli.ts');
+    const readers = [...sources('src'), ...sources('facades'), ...sources('smart')].filter(
+      (f) => f !== entry && /\bprocess\.env\b|NodeJS\.ProcessEnv/.test(readFileSync(path.join(ROOT, f), 'utf8')),
+    );
+    expect(readers).toEqual([]);
+  });
+
+  it("a plug-in's config module, which the supervisor loads, imports no more of the core than src/env.ts", () => {
+    const configModules = ['smart/settings.ts', 'facades/hl7v2/config.ts', 'facades/serial/config.ts', 'facades/dicom/config.ts'].map(path.normalize);
+    const heavy = configModules.flatMap((f) => imports(f).filter((i) => i.startsWith(`src${path.sep}`) && i !== path.join('src', 'env.js')).map((i) => `${f} imports ${i}`));
+    expect(heavy).toEqual([]);
   });
 });

@@ -9,7 +9,7 @@ export interface TestServer extends RunningServer {
 
 /** A real HTTP server on an ephemeral port over `db`, with every installed plug-in. */
 export async function startTestServer(db: Database, env: Record<string, string> = {}): Promise<TestServer> {
-  const config = loadConfig({ AUTH: 'off', PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: '/tmp/conflux-test', ...env });
+  const config = await loadConfig({ AUTH: 'off', PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: '/tmp/conflux-test', ...env });
   const server = await startServer(config, { db });
   const fhir = server.runtime.config.fhirBaseUrl;
   return { ...server, fhir };
