@@ -57,4 +57,10 @@ describe('dependency rule', () => {
     const heavy = configModules.flatMap((f) => imports(f).filter((i) => i.startsWith(`src${path.sep}`) && i !== path.join('src', 'env.js')).map((i) => `${f} imports ${i}`));
     expect(heavy).toEqual([]);
   });
+
+  it('tests wait through the one helper set (test/helpers/until.ts), never by sleeping', () => {
+    const helper = path.join('test', 'helpers', 'until.ts');
+    const sleepers = sources('test').filter((f) => f !== helper && /new Promise\S*\(\(?(\w+)\)? => setTimeout\(\1,/.test(readFileSync(path.join(ROOT, f), 'utf8')));
+    expect(sleepers).toEqual([]);
+  });
 });

@@ -61,16 +61,6 @@ export function storescuSyntaxOption(ts: string): string[] {
   return map[ts] ? [map[ts]] : [];
 }
 
-export async function waitFor<T>(fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error('timed out waiting for condition');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** The DICOM facade's services of a running test server (for seeding without a network client). */
 export function facadeServices(server: { runtime: object }): import('../../facades/dicom/services.js').DicomServices {
   const svc = (server.runtime as { dicomServices?: import('../../facades/dicom/services.js').DicomServices }).dicomServices;

@@ -14,3 +14,13 @@ export async function startTestServer(db: Database, env: Record<string, string> 
   const fhir = server.runtime.config.fhirBaseUrl;
   return { ...server, fhir };
 }
+
+/** Runs `fn` against a test server of its own and stops the server whatever `fn` does. */
+export async function withServer<T>(db: Database, env: Record<string, string>, fn: (server: TestServer) => Promise<T>): Promise<T> {
+  const server = await startTestServer(db, env);
+  try {
+    return await fn(server);
+  } finally {
+    await server.stop();
+  }
+}

@@ -9,7 +9,8 @@ import { loadConfig } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { outboundOf, type OutboundHandle } from '../../facades/hl7v2/outbound/index.js';
 import { startPeer, type Peer } from './peer.js';
-import { labReport, until } from './helpers.js';
+import { labReport } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 const run = promisify(execFile);
 

@@ -98,16 +98,6 @@ export function labReport(mrn: string, opts: { values?: number[]; status?: strin
   ];
 }
 
-export async function until<T>(fn: () => Promise<T | undefined | false>, what: string, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 export async function outboxStates(db: Database, destination: string): Promise<Record<string, number>> {
   const r = await db.query<{ state: string; n: number | string }>('SELECT state, count(*) AS n FROM hl7_outbox WHERE destination = $1 GROUP BY state', [destination]);
   return Object.fromEntries(r.rows.map((x) => [x.state, Number(x.n)]));

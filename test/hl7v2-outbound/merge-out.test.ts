@@ -16,7 +16,8 @@ import { dialectFor } from '../../facades/hl7v2/outbound/profiles.js';
 import { activate, eventsFor, wants } from '../../facades/hl7v2/outbound/triggers.js';
 import { testDatabases } from '../helpers/db.js';
 import { startPeer, type Peer } from './peer.js';
-import { startOutboundServer, until, type OutboundServer } from './helpers.js';
+import { startOutboundServer, type OutboundServer } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 const oru = (ctl: string, mrn: string) =>
   [

@@ -24,7 +24,8 @@ import { testDatabases } from '../helpers/db.js';
 import { MllpClient } from '../hl7v2/harness.js';
 import { resultMessages, uniquify } from './corpus.js';
 import { startPeer, type Peer } from './peer.js';
-import { outboxStates, startOutboundServer, until, type OutboundServer } from './helpers.js';
+import { outboxStates, startOutboundServer, type OutboundServer } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 /** Messages Conflux refuses inbound (AE/AR/CE/CR): nothing to send. name → part of the ERR text. */
 const INBOUND_REFUSED: Record<string, string> = {
@@ -198,7 +199,7 @@ describe.each(testDatabases())('ORU round trip v2 → FHIR → v2 over MLLP, who
     const states = await until(async () => {
       const s = await outboxStates(db, 'rt');
       return !s.queued && !s.sending && s;
-    }, 'the outbound queue to drain', 90_000);
+    }, 'the outbound queue to drain', { timeoutMs: 90_000 });
     expect(states, 'no dead letters, nothing superseded').toEqual({ delivered: peer.received.length });
     expect(new Set(peer.received.map((r) => r.controlId)).size, 'each row sent once').toBe(peer.received.length);
 

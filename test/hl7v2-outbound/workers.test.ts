@@ -8,7 +8,8 @@ import type { Database } from '../../src/db/database.js';
 import { openDatabase } from '../../src/db/open.js';
 import { testDatabases } from '../helpers/db.js';
 import { startPeer, type Peer, type Received } from './peer.js';
-import { labReport, outboxStates, startOutboundServer, until, type OutboundServer } from './helpers.js';
+import { labReport, outboxStates, startOutboundServer, type OutboundServer } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 function perPatient(received: Received[]): Record<string, string[]> {
   const out: Record<string, string[]> = {};
