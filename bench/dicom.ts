@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { buildPart10Header } from '../facades/dicom/part10.js';
 import { percentiles, request, startBenchServer } from './lib.js';
-import { sharedPath } from '../test/helpers/shared-data.js';
+import { sharedPath } from '../tools/shared-data.js';
 
 const N = Number(process.argv[2] ?? 2000);
 const BIG_MB = Number(process.argv[3] ?? 256);

@@ -12,7 +12,7 @@ import { openDatabase } from '../src/db/open.js';
 import { migrate } from '../src/db/migrate.js';
 import { startServer } from '../src/server.js';
 import { outboundOf } from '../facades/hl7v2/outbound/index.js';
-import { startPeer } from '../test/hl7v2-outbound/peer.js';
+import { startPeer } from '../tools/mllp-peer.js';
 
 const N = Number(process.argv[2] ?? 1000);
 const OBX = Number(process.argv[3] ?? 5);

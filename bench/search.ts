@@ -19,7 +19,7 @@ import { initSearchDefinitions, patientCompartmentsOf, searchResources } from '.
 import { extractIndexRows } from '../src/fhir/search/extract.js';
 import type { IndexRows } from '../src/fhir/search/extract.js';
 import { SPECS as INDEX_SPECS } from '../src/fhir/search/writer.js';
-import { syntheaResources } from '../test/search/helpers.js';
+import { syntheaResources } from '../tools/synthea.js';
 
 function arg(name: string, fallback: number): number;
 function arg(name: string, fallback: string): string;

@@ -63,4 +63,10 @@ describe('dependency rule', () => {
     const sleepers = sources('test').filter((f) => f !== helper && /new Promise\S*\(\(?(\w+)\)? => setTimeout\(\1,/.test(readFileSync(path.join(ROOT, f), 'utf8')));
     expect(sleepers).toEqual([]);
   });
+
+  it('bench/ and test/ share support code only through tools/: neither imports the other, tools/ imports neither', () => {
+    const into = (from: string, to: string) =>
+      sources(from).flatMap((f) => imports(f).filter((i) => i.startsWith(`${to}${path.sep}`)).map((i) => `${f} imports ${i}`));
+    expect([...into('bench', 'test'), ...into('test', 'bench'), ...into('tools', 'test'), ...into('tools', 'bench')]).toEqual([]);
+  });
 });

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { sharedPath } from '../helpers/shared-data.js';
+import { sharedPath } from '../../tools/shared-data.js';
 import { until } from '../helpers/until.js';
 
 export const SYNTHEA_DIR = sharedPath('fhir/synthea');

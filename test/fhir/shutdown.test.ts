@@ -3,7 +3,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Bundle } from '@medplum/fhirtypes';
 import { testDatabases } from '../helpers/db.js';
-import { sharedPath } from '../helpers/shared-data.js';
+import { sharedPath } from '../../tools/shared-data.js';
 import { startTestServer } from '../helpers/server.js';
 
 describe('graceful shutdown', () => {

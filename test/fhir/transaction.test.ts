@@ -5,7 +5,7 @@ import type { Bundle, OperationOutcome, Patient, Resource } from '@medplum/fhirt
 import type { Database } from '../../src/db/database.js';
 import { testDatabases } from '../helpers/db.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { sharedPath } from '../helpers/shared-data.js';
+import { sharedPath } from '../../tools/shared-data.js';
 
 const SYNTHEA = sharedPath('fhir/synthea');
 const synthea = () => readdirSync(SYNTHEA).filter((f) => f.endsWith('.json'));

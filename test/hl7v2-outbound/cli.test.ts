@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { outboundOf, type OutboundHandle } from '../../facades/hl7v2/outbound/index.js';
-import { startPeer, type Peer } from './peer.js';
+import { startPeer, type Peer } from '../../tools/mllp-peer.js';
 import { labReport } from './helpers.js';
 import { until } from '../helpers/until.js';
 

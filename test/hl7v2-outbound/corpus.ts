@@ -8,7 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { splitEnvelope } from '../../facades/hl7v2/envelope.js';
 import { readDelimiters } from '../../facades/hl7v2/message.js';
-import { sharedPath } from '../helpers/shared-data.js';
+import { sharedPath } from '../../tools/shared-data.js';
 
 export const HL7_DATA = sharedPath('hl7v2');
 

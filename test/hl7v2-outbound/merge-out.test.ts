@@ -15,7 +15,7 @@ import { type Destination } from '../../facades/hl7v2/outbound/destinations.js';
 import { dialectFor } from '../../facades/hl7v2/outbound/profiles.js';
 import { activate, eventsFor, wants } from '../../facades/hl7v2/outbound/triggers.js';
 import { testDatabases } from '../helpers/db.js';
-import { startPeer, type Peer } from './peer.js';
+import { startPeer, type Peer } from '../../tools/mllp-peer.js';
 import { startOutboundServer, type OutboundServer } from './helpers.js';
 import { until } from '../helpers/until.js';
 

@@ -23,7 +23,7 @@ import { makeLogger } from '../../src/facade.js';
 import { testDatabases } from '../helpers/db.js';
 import { MllpClient } from '../hl7v2/harness.js';
 import { resultMessages, uniquify } from './corpus.js';
-import { startPeer, type Peer } from './peer.js';
+import { startPeer, type Peer } from '../../tools/mllp-peer.js';
 import { outboxStates, startOutboundServer, type OutboundServer } from './helpers.js';
 import { until } from '../helpers/until.js';
 

@@ -1,7 +1,7 @@
 /** Which writes send what: orders (NW, CA), procedure-step completion (SC), corrections, standalone results, filters. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabases } from '../helpers/db.js';
-import { startPeer, type Peer } from './peer.js';
+import { startPeer, type Peer } from '../../tools/mllp-peer.js';
 import { labReport, outboxStates, startOutboundServer, type OutboundServer } from './helpers.js';
 
 describe.each(testDatabases())('outbound triggers on $name', (tdb) => {

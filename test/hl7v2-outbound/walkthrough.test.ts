@@ -21,7 +21,7 @@ import { makeLogger } from '../../src/facade.js';
 import { inboundDeps } from '../../facades/hl7v2/index.js';
 import { processPayload } from '../../facades/hl7v2/inbound/processor.js';
 import { testDatabases } from '../helpers/db.js';
-import { startPeer, type Peer } from './peer.js';
+import { startPeer, type Peer } from '../../tools/mllp-peer.js';
 import { FAST_ENV, labReport, outboxStates, startOutboundServer, type OutboundServer } from './helpers.js';
 import { until } from '../helpers/until.js';
 

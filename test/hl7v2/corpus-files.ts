@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { sharedPath } from '../helpers/shared-data.js';
+import { sharedPath } from '../../tools/shared-data.js';
 
 export const HL7_DATA = sharedPath('hl7v2');
 

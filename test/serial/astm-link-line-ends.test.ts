@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { ACK, CR, ENQ, EOT, LF, NAK, decodeCapture, encodeFrame, encodeMessage, framesToText } from '../../facades/serial/astm/frame.js';
 import { AstmReceiver, type ReceivedMessage } from '../../facades/serial/astm/link.js';
 import { parseRecords } from '../../facades/serial/astm/records.js';
-import { sharedPath } from '../helpers/shared-data.js';
+import { sharedPath } from '../../tools/shared-data.js';
 
 const CORPUS = sharedPath('hl7v2/corpus/astm/');
 const ENDINGS = { 'CR LF': [CR, LF], CR: [CR], LF: [LF] } as const;

@@ -16,7 +16,7 @@ import type { FilingResult } from '../../facades/serial/filing.js';
 import type { TestEnv } from '../devices/helpers.js';
 import { type PtyPair, eventQueue, stopRig } from './pty.js';
 import { startAstmRig } from './rig.js';
-import { sharedPath } from '../helpers/shared-data.js';
+import { sharedPath } from '../../tools/shared-data.js';
 
 const CORPUS = sharedPath('hl7v2/corpus/astm/');
 

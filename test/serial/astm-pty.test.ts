@@ -12,7 +12,7 @@ import type { FilingResult } from '../../facades/serial/filing.js';
 import type { TestEnv } from '../devices/helpers.js';
 import { ptyPair, type PtyPair, eventQueue, until, stopRig } from './pty.js';
 import { openAnalyzer, startAstmRig, who } from './rig.js';
-import { sharedPath } from '../helpers/shared-data.js';
+import { sharedPath } from '../../tools/shared-data.js';
 
 const CORPUS = sharedPath('hl7v2/corpus/astm/');
 

@@ -7,7 +7,7 @@ import path from 'node:path';
  */
 const candidates = [
   process.env.CONFLUX_SHARED_DATA,
-  path.resolve(import.meta.dirname, '../../../shared/data'),
+  path.resolve(import.meta.dirname, '../../shared/data'),
   '/work/shared/data',
 ];
 
