@@ -3,6 +3,9 @@
  * from the first bytes only, then one database transaction indexes patient/study/series/instance and
  * marks the study for the ImagingStudy sync. Shared by C-STORE and STOW-RS (and, on the resolver's transaction,
  * by filing a held instance as new: file-as-new.ts).
+ * One module past the usual size on purpose: the byte sink, the header parse and the one indexing statement with
+ * its identity-race retry are the steps of a single ingest and share its types (the blob triple, IngestError,
+ * STATUS); the readers of what it stored (query.ts, dicomweb/, dimse/) are elsewhere.
  */
 import { randomBytes } from 'node:crypto';
 import { Readable, Transform } from 'node:stream';
