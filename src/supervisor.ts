@@ -1,5 +1,5 @@
 /**
- * `serve` with WORKERS > 1 (DESIGN.md, "Processes"): this process becomes the supervisor (the `node:cluster`
+ * `serve` with WORKERS > 1 (docs/design.md, "Processes"): this process becomes the supervisor (the `node:cluster`
  * primary) of WORKERS server processes. Each worker runs the whole server (src/server.ts); the HTTP, MLLP and DIMSE
  * servers they open are shared through the primary's listening sockets, which hand connections to the workers in
  * turn. All state lives in PostgreSQL, and background work (export jobs, outbound delivery, ImagingStudy sync,

@@ -6,18 +6,17 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
-import { sharedPath } from './shared-data.js';
+import { fixturePath } from './shared-data.js';
 
-export const SYNTHEA_DIR = sharedPath('fhir/synthea');
+const cache = new Map<string, Resource[]>();
 
-let cache: Resource[] | undefined;
-
-/** Every resource of the bundles, with references rewritten and a fixed meta.lastUpdated. */
-export function syntheaResources(): Resource[] {
-  if (cache) return cache;
+/** Every resource of the bundles in `dir` (the fixtures' unless said), with references rewritten and a fixed meta.lastUpdated. */
+export function syntheaResources(dir = fixturePath('fhir/synthea')): Resource[] {
+  const cached = cache.get(dir);
+  if (cached) return cached;
   const out: Resource[] = [];
-  for (const file of readdirSync(SYNTHEA_DIR).filter((f) => f.endsWith('.json')).sort()) {
-    const bundle = JSON.parse(readFileSync(path.join(SYNTHEA_DIR, file), 'utf8')) as Bundle;
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.json')).sort()) {
+    const bundle = JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as Bundle;
     const map = new Map<string, string>();
     for (const e of bundle.entry ?? []) {
       if (e.fullUrl && e.resource?.id) map.set(e.fullUrl, `${e.resource.resourceType}/${e.resource.id}`);
@@ -32,7 +31,8 @@ export function syntheaResources(): Resource[] {
   // Practitioners and Organizations recur across bundles (conditional creates): keep one of each id.
   const byKey = new Map<string, Resource>();
   for (const r of out) byKey.set(`${r.resourceType}/${r.id}`, r);
-  cache = [...byKey.values()];
-  return cache;
+  const all = [...byKey.values()];
+  cache.set(dir, all);
+  return all;
 }
 

@@ -3,7 +3,7 @@
  * (src/index.ts, and src/env.ts for their config modules), src/ never imports a facade or smart/, and a facade never
  * imports another facade. The environment is read in one layer: only the CLI touches process.env.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -68,5 +68,22 @@ describe('dependency rule', () => {
     const into = (from: string, to: string) =>
       sources(from).flatMap((f) => imports(f).filter((i) => i.startsWith(`${to}${path.sep}`)).map((i) => `${f} imports ${i}`));
     expect([...into('bench', 'test'), ...into('test', 'bench'), ...into('tools', 'test'), ...into('tools', 'bench')]).toEqual([]);
+  });
+
+  it('the README and docs/ link to nothing outside the repository, and every relative link resolves', () => {
+    // Written by a change of the same issue that lands beside this one (the error model); drop it from here then.
+    const PENDING = [path.join('docs', 'errors.md')];
+    const pages = ['README.md', ...readdirSync(path.join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => path.join('docs', f))];
+    const broken = pages.flatMap((page) =>
+      [...readFileSync(path.join(ROOT, page), 'utf8').matchAll(/\]\(([^)\s#]+)[^)]*\)/g)]
+        .map((m) => m[1]!)
+        .filter((target) => !/^[a-z]+:/.test(target))
+        .filter((target) => {
+          const resolved = path.relative(ROOT, path.resolve(ROOT, path.dirname(page), target));
+          return resolved.startsWith('..') || (!existsSync(path.join(ROOT, resolved)) && !PENDING.includes(resolved));
+        })
+        .map((target) => `${page} → ${target}`),
+    );
+    expect(broken).toEqual([]);
   });
 });

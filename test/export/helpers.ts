@@ -1,10 +1,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { sharedPath } from '../../tools/shared-data.js';
+import { fixturePath } from '../../tools/shared-data.js';
 import { until } from '../helpers/until.js';
 
-export const SYNTHEA_DIR = sharedPath('fhir/synthea');
+export const SYNTHEA_DIR = fixturePath('fhir/synthea');
 
 export function syntheaFiles(n: number): string[] {
   return readdirSync(SYNTHEA_DIR)
