@@ -1,5 +1,5 @@
 /**
- * Identity conflicts (DESIGN principle 5, issue 20): an instance whose Study Instance UID is already another
+ * Identity conflicts (docs/design.md principle 5, issue 20): an instance whose Study Instance UID is already another
  * patient's study is refused over real DIMSE (DCMTK storescu) and STOW-RS, held in the message log, and
  * changes nothing of the existing study (index and FHIR ImagingStudy); same-patient resends and new instances
  * keep working, also when two associations race for one new study.
