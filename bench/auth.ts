@@ -22,7 +22,7 @@ const out = (s: string) => process.stdout.write(`${s}\n`);
 async function server(auth: 'on' | 'off') {
   const db = await openDatabase({ dataDir: null });
   await migrate(db);
-  const config = loadConfig({ AUTH: auth, PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: '/tmp/conflux-bench' });
+  const config = await loadConfig({ AUTH: auth, PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: '/tmp/conflux-bench' });
   const s = await startServer(config, { db });
   return { s, db, base: s.runtime.config.baseUrl, fhir: s.runtime.config.fhirBaseUrl };
 }

@@ -12,11 +12,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { buildPart10Header } from '../facades/dicom/part10.js';
 import { percentiles, request, startBenchServer } from './lib.js';
-import { sharedPath } from '../test/helpers/shared-data.js';
+import { fixturePath } from '../tools/shared-data.js';
 
 const N = Number(process.argv[2] ?? 2000);
 const BIG_MB = Number(process.argv[3] ?? 256);
-const SRC = sharedPath('dicom/pydicom/CT_small.dcm');
+const SRC = fixturePath('dicom/pydicom/CT_small.dcm');
 const work = mkdtempSync(path.join(os.tmpdir(), 'conflux-bench-dicom-'));
 const env = { ...process.env, TCP_NODELAY: '1' };
 

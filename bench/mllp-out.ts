@@ -10,10 +10,9 @@ import { loadConfig } from '../src/config.js';
 import type { Database } from '../src/db/database.js';
 import { openDatabase } from '../src/db/open.js';
 import { migrate } from '../src/db/migrate.js';
-import { makeLogger, type FacadeContext } from '../src/facade.js';
 import { startServer } from '../src/server.js';
-import { startOutbound } from '../facades/hl7v2/outbound/index.js';
-import { startPeer } from '../test/hl7v2-outbound/peer.js';
+import { outboundOf } from '../facades/hl7v2/outbound/index.js';
+import { startPeer } from '../tools/mllp-peer.js';
 
 const N = Number(process.argv[2] ?? 1000);
 const OBX = Number(process.argv[3] ?? 5);
@@ -55,10 +54,9 @@ async function bench(kind: string, db: Database) {
     ackAt.set(msg.getSegment('OBR')!.getField(3).getComponent(1), performance.now());
     return answer(msg, i);
   };
-  const server = await startServer(loadConfig({ AUTH: 'off', PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: '/tmp/conflux-bench-outbound', HL7_OUTBOUND_POLL_MS: '50' }), { db });
+  const server = await startServer(await loadConfig({ AUTH: 'off', PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: '/tmp/conflux-bench-outbound', HL7_OUTBOUND_POLL_MS: '50' }), { db });
   const rt = server.runtime;
-  const quiet = { ...makeLogger('outbound'), info: () => undefined };
-  const outbound = await startOutbound(Object.assign(Object.create(rt), { log: quiet, listen: true, runtime: rt }) as FacadeContext);
+  const outbound = outboundOf(rt);
   const admin = (method: string, path: string, body?: unknown) => request(method, `${server.url}/admin/outbound${path}`, body, { 'content-type': 'application/json' });
   await admin('POST', '/destinations', { name: 'bench', host: '127.0.0.1', port: peer.port, profile: 'generic', types: 'ORU' });
   await outbound.refresh();

@@ -19,7 +19,8 @@ import { initSearchDefinitions, patientCompartmentsOf, searchResources } from '.
 import { extractIndexRows } from '../src/fhir/search/extract.js';
 import type { IndexRows } from '../src/fhir/search/extract.js';
 import { SPECS as INDEX_SPECS } from '../src/fhir/search/writer.js';
-import { syntheaResources } from '../test/search/helpers.js';
+import { corpusOrFixturePath } from '../tools/shared-data.js';
+import { syntheaResources } from '../tools/synthea.js';
 
 function arg(name: string, fallback: number): number;
 function arg(name: string, fallback: string): string;
@@ -48,7 +49,7 @@ let seed = 42;
 const rnd = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
 const pick = <T>(a: T[]): T => a[Math.floor(rnd() * a.length)];
 
-const synthea = syntheaResources();
+const synthea = syntheaResources(corpusOrFixturePath('fhir/synthea'));
 const patientShapes = synthea.filter((r) => r.resourceType === 'Patient') as Patient[];
 const obsShapes = synthea.filter((r) => r.resourceType === 'Observation') as Observation[];
 const FAMILIES = [...new Set(patientShapes.flatMap((p) => p.name?.map((n) => n.family ?? '') ?? []))].filter(Boolean);

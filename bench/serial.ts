@@ -28,7 +28,7 @@ const socat = spawn('socat', [`pty,raw,echo=0,link=${host}`, `pty,raw,echo=0,lin
 while (!existsSync(host) || !existsSync(dev)) await new Promise((r) => setTimeout(r, 20));
 
 const db = await openDatabase({ dataDir: null });
-const rt = await createRuntime(loadConfig({ AUTH: 'off' }), { db });
+const rt = await createRuntime(await loadConfig({ AUTH: 'off' }), { db });
 const store = deviceStore({ db, repo: rt.repo, router: rt.router });
 const patient = await store.create<Patient>({ resourceType: 'Patient', name: [{ family: 'Bench' }] });
 const d = await addDevice(store, { name: 'bench analyzer', port: host }, { who: 'bench' });

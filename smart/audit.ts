@@ -1,6 +1,6 @@
 /**
  * AuditEvents for token issue, refusal, login and launch, written through the one repository write path
- * (DESIGN.md principle 1), so they are versioned, searchable and exported like any resource.
+ * (docs/design.md principle 1), so they are versioned, searchable and exported like any resource.
  */
 import type { AuditEvent, AuditEventAgent } from '@medplum/fhirtypes';
 import type { Repository } from '../src/index.js';

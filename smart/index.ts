@@ -10,7 +10,7 @@ import { authorizeRoutes } from './authorize.js';
 import type { SmartCore } from './core.js';
 import { capabilitySecurity, discoveryRoutes } from './discovery.js';
 import { KeyStore } from './keys.js';
-import { smartSettings } from './settings.js';
+import type { SmartSettings } from './settings.js';
 import { tokenRoutes } from './token-endpoint.js';
 
 /** Expired codes, requests, launches, tokens and jtis are deleted this often. */
@@ -22,11 +22,11 @@ export async function purgeExpired(core: Pick<SmartCore, 'db'>): Promise<void> {
   }
 }
 
-export const facade: Facade = {
+export const facade: Facade<SmartSettings> = {
   name: 'smart',
   async start(ctx) {
     const rt = ctx.runtime;
-    const settings = smartSettings(rt.config.env);
+    const { settings } = ctx;
     const keys = new KeyStore(rt.db, settings.signingAlg, Math.max(settings.accessTokenTtl, settings.backendTokenTtl), settings.keyEncryptionKey);
     await keys.init();
     const core: SmartCore = { db: rt.db, repo: rt.repo, keys, settings, audit: makeAuditor(rt.repo, ctx.log), config: rt.config };

@@ -1,4 +1,5 @@
 /** SMART settings from the environment, with the defaults documented in docs/smart.md. */
+import { envReader, type Environment, type PluginConfig } from '../src/env.js';
 import { parseEncryptionKey } from './key-sealing.js';
 
 export interface SmartSettings {
@@ -23,32 +24,31 @@ export interface SmartSettings {
   keyEncryptionKey?: Uint8Array;
 }
 
-function num(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer (seconds or ms), got "${raw}"`);
-  return n;
+/** What src/plugins.ts calls at start. */
+export function config(env: Environment): PluginConfig<SmartSettings> {
+  return { settings: smartSettings(env) };
 }
 
-export function smartSettings(env: NodeJS.ProcessEnv): SmartSettings {
-  const alg = env.SMART_SIGNING_ALG ?? 'RS384';
-  if (alg !== 'RS384' && alg !== 'ES384') throw new Error(`SMART_SIGNING_ALG must be RS384 or ES384, got "${alg}"`);
+export function smartSettings(env: Environment): SmartSettings {
+  const read = envReader(env);
+  /** Durations are whole seconds or milliseconds, as the name says; none may be 0. */
+  const num = (name: string, fallback: number) => read.int(name, fallback, 1);
+  const alg = read.oneOf('SMART_SIGNING_ALG', ['RS384', 'ES384'] as const, 'RS384');
   return {
-    accessTokenTtl: num(env, 'SMART_ACCESS_TOKEN_TTL', 3600),
-    backendTokenTtl: num(env, 'SMART_BACKEND_TOKEN_TTL', 300),
-    codeTtl: num(env, 'SMART_CODE_TTL', 60),
-    offlineRefreshTtl: num(env, 'SMART_OFFLINE_REFRESH_TTL', 90 * 24 * 3600),
-    onlineRefreshTtl: num(env, 'SMART_ONLINE_REFRESH_TTL', 12 * 3600),
-    launchTtl: num(env, 'SMART_LAUNCH_TTL', 3600),
-    authRequestTtl: num(env, 'SMART_AUTH_REQUEST_TTL', 600),
+    accessTokenTtl: num('SMART_ACCESS_TOKEN_TTL', 3600),
+    backendTokenTtl: num('SMART_BACKEND_TOKEN_TTL', 300),
+    codeTtl: num('SMART_CODE_TTL', 60),
+    offlineRefreshTtl: num('SMART_OFFLINE_REFRESH_TTL', 90 * 24 * 3600),
+    onlineRefreshTtl: num('SMART_ONLINE_REFRESH_TTL', 12 * 3600),
+    launchTtl: num('SMART_LAUNCH_TTL', 3600),
+    authRequestTtl: num('SMART_AUTH_REQUEST_TTL', 600),
     signingAlg: alg,
-    jwksTimeoutMs: num(env, 'SMART_JWKS_TIMEOUT_MS', 5000),
-    jwksCacheMs: num(env, 'SMART_JWKS_CACHE_MS', 10 * 60 * 1000),
+    jwksTimeoutMs: num('SMART_JWKS_TIMEOUT_MS', 5000),
+    jwksCacheMs: num('SMART_JWKS_CACHE_MS', 10 * 60 * 1000),
     login: {
-      maxFailuresPerUser: num(env, 'SMART_LOGIN_MAX_FAILURES', 5),
-      maxFailuresPerAddress: num(env, 'SMART_LOGIN_MAX_FAILURES_PER_ADDRESS', 20),
-      lockoutSeconds: num(env, 'SMART_LOGIN_LOCKOUT_SECONDS', 300),
+      maxFailuresPerUser: num('SMART_LOGIN_MAX_FAILURES', 5),
+      maxFailuresPerAddress: num('SMART_LOGIN_MAX_FAILURES_PER_ADDRESS', 20),
+      lockoutSeconds: num('SMART_LOGIN_LOCKOUT_SECONDS', 300),
     },
     keyEncryptionKey: parseEncryptionKey(env.SMART_KEY_ENCRYPTION_KEY),
   };

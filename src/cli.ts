@@ -106,7 +106,7 @@ function usage(): string {
 async function main(argv: string[]): Promise<number> {
   const { words, flags } = parseArgs(argv);
   const json = flags.json === true;
-  const config = loadConfig(process.env, flags.open ? ['--open'] : []);
+  const config = await loadConfig(process.env, flags.open ? ['--open'] : []);
   const out = (value: unknown, human: string) => console.log(json ? JSON.stringify(value) : human);
   switch (words[0]) {
     case 'serve': {
@@ -153,7 +153,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'migrate': {
       const [{ openDatabase }, { migrate }] = await Promise.all([import('./db/open.js'), import('./db/migrate.js')]);
-      const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
+      const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize });
       try {
         const applied = await migrate(db);
         out({ applied, database: db.kind }, applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');

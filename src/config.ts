@@ -1,16 +1,28 @@
+/**
+ * The configuration layer: the one place that reads the environment. The CLI hands its environment to `loadConfig`
+ * once at start; every setting, the core's and each plug-in's (src/plugins.ts), is parsed and checked here, so a
+ * wrong value stops the start with a message naming its variable, and nothing below reads the environment again.
+ */
 import os from 'node:os';
 import path from 'node:path';
+import { exportSettings, type ExportSettings } from './export/settings.js';
+import { loadPluginConfigs, type PluginConfigs } from './plugins.js';
+import { ConfigError, envReader, type Environment } from './env.js';
+
+export { ConfigError, envReader, type Environment };
 
 /** Everything the server reads from its environment, parsed once and typed. */
 export interface Config {
   port: number;
   /** Interface every listener binds to. Loopback by default when AUTH=off, so an open server stays local. */
   host: string;
-  mllpPort: number;
-  dicomPort: number;
   databaseUrl?: string;
+  /** Connections per process in the PostgreSQL pool. */
+  databasePoolSize: number;
   dataDir: string;
   baseUrl: string;
+  /** True when BASE_URL names the public URL; otherwise an ephemeral PORT=0 rewrites baseUrl once it is bound. */
+  baseUrlFixed: boolean;
   /** FHIR base URL, `${baseUrl}/fhir`. */
   fhirBaseUrl: string;
   /** false only when started with AUTH=off / --open. */
@@ -25,43 +37,57 @@ export interface Config {
    * one process, so it is 1 there; on PostgreSQL the default is one per core.
    */
   workers: number;
-  /** Raw environment, for modules (facades, smart) that read their own settings. */
-  env: NodeJS.ProcessEnv;
+  /** Bulk $export (EXPORT_*, docs/export.md). */
+  export: ExportSettings;
+  /** MESSAGE_LOG_RETENTION_DAYS: finished messages older than this are pruned hourly; undefined keeps them. */
+  messageLogRetentionDays?: number;
+  /** Each installed plug-in's own settings, parsed by the plug-in's config module. */
+  plugins: PluginConfigs;
 }
 
-function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
+/** MESSAGE_LOG_RETENTION_DAYS in days; undefined keeps every message. */
+export function retentionDays(env: Environment): number | undefined {
+  const raw = env.MESSAGE_LOG_RETENTION_DAYS;
+  if (raw === undefined || raw === '') return undefined;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got "${raw}"`);
+  if (!Number.isFinite(n) || n <= 0) throw new ConfigError('MESSAGE_LOG_RETENTION_DAYS', `MESSAGE_LOG_RETENTION_DAYS must be a positive number of days, got "${raw}"`);
   return n;
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: string[] = []): Config {
-  const port = intFrom(env, 'PORT', 8080);
+/** The core's settings alone (no plug-in is loaded): what the supervisor and every command need. */
+export function loadCoreConfig(env: Environment, argv: string[] = []): Omit<Config, 'plugins'> {
+  const read = envReader(env);
+  const port = read.port('PORT', 8080);
   const baseUrl = (env.BASE_URL ?? `http://localhost:${port}`).replace(/\/+$/, '');
   const open = argv.includes('--open') || ['off', 'false', '0'].includes((env.AUTH ?? '').toLowerCase());
   const authEnabled = !open;
   const databaseUrl = env.DATABASE_URL || undefined;
-  const workers = intFrom(env, 'WORKERS', databaseUrl ? os.availableParallelism() : 1);
-  if (workers < 1) throw new Error(`WORKERS must be at least 1, got "${env.WORKERS}"`);
+  const workers = read.int('WORKERS', databaseUrl ? os.availableParallelism() : 1);
+  if (workers < 1) throw new ConfigError('WORKERS', `WORKERS must be at least 1, got "${env.WORKERS}"`);
   if (workers > 1 && !databaseUrl) {
-    throw new Error(`WORKERS=${workers} needs PostgreSQL (DATABASE_URL): the embedded database (PGlite) belongs to one process; unset WORKERS or set DATABASE_URL`);
+    throw new ConfigError('WORKERS', `WORKERS=${workers} needs PostgreSQL (DATABASE_URL): the embedded database (PGlite) belongs to one process; unset WORKERS or set DATABASE_URL`);
   }
   return {
     port,
     host: env.HOST || (authEnabled ? '0.0.0.0' : '127.0.0.1'),
-    mllpPort: intFrom(env, 'MLLP_PORT', 2575),
-    dicomPort: intFrom(env, 'DICOM_PORT', 11112),
     databaseUrl,
+    databasePoolSize: read.int('DATABASE_POOL_SIZE', 20, 1),
     dataDir: path.resolve(env.DATA_DIR ?? './data'),
     baseUrl,
+    baseUrlFixed: !!env.BASE_URL,
     fhirBaseUrl: `${baseUrl}/fhir`,
     authEnabled,
-    maxBodyBytes: intFrom(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
-    defaultPageSize: intFrom(env, 'DEFAULT_PAGE_SIZE', 20),
-    maxPageSize: intFrom(env, 'MAX_PAGE_SIZE', 1000),
+    maxBodyBytes: read.int('MAX_BODY_BYTES', 16 * 1024 * 1024),
+    defaultPageSize: read.int('DEFAULT_PAGE_SIZE', 20),
+    maxPageSize: read.int('MAX_PAGE_SIZE', 1000),
     workers,
-    env,
+    export: exportSettings(env),
+    messageLogRetentionDays: retentionDays(env),
   };
+}
+
+/** The whole configuration: the core's and every installed plug-in's, each setting checked. */
+export async function loadConfig(env: Environment, argv: string[] = []): Promise<Config> {
+  const core = loadCoreConfig(env, argv);
+  return { ...core, plugins: await loadPluginConfigs(env) };
 }

@@ -6,11 +6,14 @@ export interface Logger {
   error(msg: string): void;
 }
 
-/** What a plug-in (a facade, or smart/) gets: the runtime, a logger, and whether it may open sockets. */
-export interface FacadeContext extends Runtime {
-  log: Logger;
-  /** The runtime itself: assign hooks (authenticate, authorizeAdmin, capabilitySecurity) here, not on ctx. */
+/**
+ * What a plug-in (a facade, or smart/) gets at start: the runtime (assign its hooks, such as authenticate,
+ * there), the plug-in's own settings as its config module parsed them, a logger, and whether it may open sockets.
+ */
+export interface FacadeContext<S = undefined> {
   runtime: Runtime;
+  settings: S;
+  log: Logger;
   /**
    * False when the CLI runs an admin command in-process (no server is up): register admin routes,
    * but open no listeners and start no background workers.
@@ -23,9 +26,9 @@ export interface RunningFacade {
 }
 
 /** A facade module exports `facade: Facade`; `serve` loads each one listed in src/plugins.ts. */
-export interface Facade {
+export interface Facade<S = undefined> {
   name: string;
-  start(ctx: FacadeContext): Promise<RunningFacade>;
+  start(ctx: FacadeContext<S>): Promise<RunningFacade>;
 }
 
 export function makeLogger(name: string): Logger {

@@ -64,7 +64,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   }
   const port = (server.address() as AddressInfo).port;
   const url = `http://${local}:${port}`;
-  if (!config.env.BASE_URL && config.port === 0) {
+  if (!config.baseUrlFixed && config.port === 0) {
     // An ephemeral port (tests) is only known now: links and Location headers must carry it.
     config.baseUrl = `http://localhost:${port}`;
     config.fhirBaseUrl = `${config.baseUrl}/fhir`;

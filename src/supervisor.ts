@@ -1,5 +1,5 @@
 /**
- * `serve` with WORKERS > 1 (DESIGN.md, "Processes"): this process becomes the supervisor (the `node:cluster`
+ * `serve` with WORKERS > 1 (docs/design.md, "Processes"): this process becomes the supervisor (the `node:cluster`
  * primary) of WORKERS server processes. Each worker runs the whole server (src/server.ts); the HTTP, MLLP and DIMSE
  * servers they open are shared through the primary's listening sockets, which hand connections to the workers in
  * turn. All state lives in PostgreSQL, and background work (export jobs, outbound delivery, ImagingStudy sync,
@@ -15,6 +15,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { Config } from './config.js';
+import type { ListenPort } from './env.js';
 import { makeLogger } from './facade.js';
 
 const log = makeLogger('supervisor');
@@ -112,7 +113,7 @@ export function reportReady(url: string): void {
  * one shared only by chance of listen order), and server.json must name the port before any worker starts: so the
  * supervisor picks free ports for the 0s first, holding all of them open at once so that they differ.
  */
-async function resolvePorts(config: Config): Promise<{ port: number; mllpPort: number; dicomPort: number }> {
+async function resolvePorts(config: Config): Promise<{ port: number; listeners: ListenPort[] }> {
   const held: net.Server[] = [];
   const pick = async (wanted: number): Promise<number> => {
     if (wanted !== 0) return wanted;
@@ -125,7 +126,10 @@ async function resolvePorts(config: Config): Promise<{ port: number; mllpPort: n
     return (s.address() as AddressInfo).port;
   };
   try {
-    return { port: await pick(config.port), mllpPort: await pick(config.mllpPort), dicomPort: await pick(config.dicomPort) };
+    const port = await pick(config.port);
+    const listeners: ListenPort[] = [];
+    for (const p of Object.values(config.plugins).flatMap((c) => c.ports ?? [])) listeners.push({ ...p, port: await pick(p.port) });
+    return { port, listeners };
   } finally {
     await Promise.all(held.map((s) => new Promise((r) => s.close(r))));
   }
@@ -157,7 +161,7 @@ export async function superviseWorkers(config: Config): Promise<number> {
   const url = `http://${localHost(config)}:${ports.port}`;
   // Written before the ports open, as a single server does, so a CLI that finds /healthz up also finds the token.
   await writeServerInfo(config, url, adminToken, { workers: config.workers });
-  const workerEnv = { PORT: String(ports.port), MLLP_PORT: String(ports.mllpPort), DICOM_PORT: String(ports.dicomPort) };
+  const workerEnv = { PORT: String(ports.port), ...Object.fromEntries(ports.listeners.map((l) => [l.variable, String(l.port)])) };
 
   const slots: Slot[] = Array.from({ length: config.workers }, () => ({ failures: 0 }));
   let stopping = false;
@@ -234,7 +238,7 @@ export async function superviseWorkers(config: Config): Promise<number> {
   // Ctrl-C reaches the whole process group; the workers ignore SIGINT and wait for the supervisor's SIGTERM.
   process.on('SIGINT', () => stop('SIGINT'));
 
-  log.info(`starting ${config.workers} workers; HTTP ${url}, MLLP :${ports.mllpPort}, DIMSE :${ports.dicomPort}`);
+  log.info(`starting ${config.workers} workers; HTTP ${url}${ports.listeners.map((l) => `, ${l.label} :${l.port}`).join('')}`);
   try {
     // The first worker alone: one-time work at start (migrations, the first signing key, the worklist backfill)
     // then happens once, and an error every worker would hit (configuration, database) is reported once.

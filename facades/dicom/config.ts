@@ -1,5 +1,6 @@
-/** DICOM facade settings, read once from the environment (see docs/dicom.md). */
+/** DICOM facade settings, read once from the environment at start (see docs/dicom.md): the plug-in's config module. */
 import { readFileSync } from 'node:fs';
+import { ConfigError, envReader, type Environment, type PluginConfig } from '../../src/env.js';
 
 export interface KnownAe {
   aeTitle: string;
@@ -11,6 +12,8 @@ export interface KnownAe {
 }
 
 export interface DicomConfig {
+  /** DIMSE listener (DICOM_PORT; 0 picks a free one). */
+  port: number;
   aeTitle: string;
   acceptAnyAe: boolean;
   aes: KnownAe[];
@@ -22,11 +25,14 @@ export interface DicomConfig {
   viewerUrlTemplate: string;
 }
 
-function bool(v: string | undefined): boolean {
-  return ['1', 'true', 'yes', 'on'].includes((v ?? '').toLowerCase());
+/** What src/plugins.ts calls at start. */
+export function config(env: Environment): PluginConfig<DicomConfig> {
+  const settings = loadDicomConfig(env);
+  return { settings, ports: [{ variable: 'DICOM_PORT', label: 'DIMSE', port: settings.port }] };
 }
 
-export function loadDicomConfig(env: NodeJS.ProcessEnv): DicomConfig {
+export function loadDicomConfig(env: Environment): DicomConfig {
+  const read = envReader(env);
   let aes: KnownAe[] = [];
   if (env.DICOM_AES_FILE) {
     try {
@@ -40,7 +46,7 @@ export function loadDicomConfig(env: NodeJS.ProcessEnv): DicomConfig {
         return { ...ae, aeTitle: ae.aeTitle.trim() };
       });
     } catch (err) {
-      throw new Error(`DICOM_AES_FILE ${env.DICOM_AES_FILE}: ${(err as Error).message}`);
+      throw new ConfigError('DICOM_AES_FILE', `DICOM_AES_FILE ${env.DICOM_AES_FILE}: ${(err as Error).message}`);
     }
   }
   let identifierSystems: Record<string, string> = {};
@@ -52,8 +58,9 @@ export function loadDicomConfig(env: NodeJS.ProcessEnv): DicomConfig {
     }
   }
   return {
+    port: read.port('DICOM_PORT', 11112),
     aeTitle: (env.DICOM_AE_TITLE ?? 'CONFLUX').trim(),
-    acceptAnyAe: bool(env.DICOM_ACCEPT_ANY_AE),
+    acceptAnyAe: read.bool('DICOM_ACCEPT_ANY_AE', false),
     aes,
     defaultIssuer: env.DICOM_DEFAULT_ISSUER || undefined,
     identifierSystems,

@@ -4,7 +4,7 @@
  */
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import { badRequest, type Facade, type FacadeContext, notFound, openBlobStore, registerHeldFiling, type RunningFacade } from '../../src/index.js';
-import { loadDicomConfig } from './config.js';
+import type { DicomConfig } from './config.js';
 import { dicomwebRouter } from './dicomweb/routes.js';
 import { dimse, makeScpClass } from './dimse/scp.js';
 import { fileHeldInstanceAsNew } from './file-as-new.js';
@@ -23,11 +23,11 @@ export interface RunningDicom extends RunningFacade {
 /** How often dirty studies are synced to ImagingStudy when no association release triggers it. */
 const SYNC_DELAY_MS = 1000;
 
-export const facade: Facade = {
+export const facade: Facade<DicomConfig> = {
   name: 'dicom',
-  async start(ctx: FacadeContext): Promise<RunningDicom> {
+  async start(ctx: FacadeContext<DicomConfig>): Promise<RunningDicom> {
     const rt = ctx.runtime;
-    const cfg = loadDicomConfig(rt.config.env);
+    const cfg = ctx.settings;
     const blobs = openBlobStore({ dataDir: rt.config.dataDir });
     const dicomwebBase = () => `${rt.config.baseUrl}/dicomweb`;
     const store = new InstanceStore(rt.db, blobs, { defaultIssuer: cfg.defaultIssuer });
@@ -89,7 +89,7 @@ export const facade: Facade = {
     });
     // dcmjs-dimse hands its first argument to net.Server.listen, which also takes { port, host }: that binds
     // DIMSE to HOST like the other listeners (loopback when AUTH=off) instead of every interface.
-    const address = { port: rt.config.dicomPort, host: rt.config.host } as unknown as number;
+    const address = { port: cfg.port, host: rt.config.host } as unknown as number;
     server.listen(address, { associationTimeout: 60_000, pduTimeout: 60_000 });
     await listening;
     const dimsePort = ((server as unknown as { server: NetServer }).server.address() as AddressInfo).port;

@@ -1,5 +1,5 @@
 /**
- * Which patient a DICOM study belongs to, for the identity-conflict check (DESIGN principle 5): a Study,
+ * Which patient a DICOM study belongs to, for the identity-conflict check (docs/design.md principle 5): a Study,
  * Series or SOP Instance UID that is already indexed under another patient never moves to the patient an
  * incoming instance names.
  *

@@ -3,6 +3,9 @@
  * from the first bytes only, then one database transaction indexes patient/study/series/instance and
  * marks the study for the ImagingStudy sync. Shared by C-STORE and STOW-RS (and, on the resolver's transaction,
  * by filing a held instance as new: file-as-new.ts).
+ * One module past the usual size on purpose: the byte sink, the header parse and the one indexing statement with
+ * its identity-race retry are the steps of a single ingest and share its types (the blob triple, IngestError,
+ * STATUS); the readers of what it stored (query.ts, dicomweb/, dimse/) are elsewhere.
  */
 import { randomBytes } from 'node:crypto';
 import { Readable, Transform } from 'node:stream';
@@ -214,7 +217,7 @@ interface IndexRow {
  * Indexes one instance in one statement (data-modifying CTEs share a snapshot and commit together): one round
  * trip per instance instead of six, which is most of the C-STORE cost on an embedded database.
  *
- * Identity (DESIGN principle 5): `owner` lists the studies this instance's UIDs already belong to (its study,
+ * Identity (docs/design.md principle 5): `owner` lists the studies this instance's UIDs already belong to (its study,
  * the study of its series, the study a resent SOP Instance UID was in) with each one's patient key. When any is
  * another patient's, nothing is written and the statement returns that study as `conflict`. The check sees the
  * statement's snapshot only; a row another association committed after it is caught by the ON CONFLICT ... WHERE

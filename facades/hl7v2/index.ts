@@ -3,19 +3,21 @@
  * transaction), message log admin routes, and the outbound destinations (outbox → MLLP toward the EHR).
  */
 import type { Bundle } from '@medplum/fhirtypes';
-import type { Facade, FacadeContext } from '../../src/index.js';
+import type { Facade, FacadeContext, Runtime } from '../../src/index.js';
 import { registerHeldFiling, systemAccess } from '../../src/index.js';
 import type { Tx } from '../../src/index.js';
 import { mergePatients } from '../../src/index.js';
 import { messageAdminRoutes } from './inbound/admin-routes.js';
-import { startMllpListener, tlsFromEnv, type MllpListener } from './inbound/listener.js';
-import { loadMappingConfig } from './inbound/mapping-config.js';
+import type { Hl7v2Settings } from './config.js';
+import { startMllpListener, type MllpListener } from './inbound/listener.js';
+import { loadMappingConfig, type MappingConfig } from './inbound/mapping-config.js';
 import { fileHeldAsNew, type DevicePort, type ProcessorDeps } from './inbound/processor.js';
 import { startOutbound } from './outbound/index.js';
 
 /** Builds what the inbound processor needs from a running Conflux. */
-export async function inboundDeps(ctx: Pick<FacadeContext, 'db' | 'router' | 'log' | 'config'>): Promise<ProcessorDeps> {
-  const mapping = loadMappingConfig(ctx.config.env.HL7_MAPPING_FILE);
+export async function inboundDeps(ctx: { db: Runtime['db']; router: Runtime['router']; log: FacadeContext['log']; mapping?: MappingConfig }): Promise<ProcessorDeps> {
+  // Without one, the defaults (as with HL7_MAPPING_FILE unset).
+  const mapping = ctx.mapping ?? loadMappingConfig(undefined);
   let devices: DevicePort | undefined;
   try {
     devices = (await import('../../src/index.js')) as unknown as DevicePort;
@@ -36,25 +38,19 @@ export async function inboundDeps(ctx: Pick<FacadeContext, 'db' | 'router' | 'lo
   };
 }
 
-export const facade: Facade = {
+export const facade: Facade<Hl7v2Settings> = {
   name: 'hl7v2',
-  async start(ctx: FacadeContext) {
-    const deps = await inboundDeps(ctx);
-    ctx.admin.use(messageAdminRoutes(deps, ctx.repo));
+  async start(ctx: FacadeContext<Hl7v2Settings>) {
+    const { runtime: rt, settings } = ctx;
+    const deps = await inboundDeps({ db: rt.db, router: rt.router, log: ctx.log, mapping: settings.mapping });
+    rt.admin.use(messageAdminRoutes(deps, rt.repo));
     registerHeldFiling(['mllp'], (tx, message) => fileHeldAsNew(deps, tx, message));
     let listener: MllpListener | undefined;
     if (ctx.listen) {
-      const env = ctx.config.env;
-      listener = await startMllpListener(deps, {
-        port: ctx.config.mllpPort,
-        host: ctx.config.host,
-        maxMessageBytes: env.MLLP_MAX_BYTES ? Number(env.MLLP_MAX_BYTES) : undefined,
-        idleTimeoutMs: env.MLLP_IDLE_TIMEOUT_MS ? Number(env.MLLP_IDLE_TIMEOUT_MS) : undefined,
-        tls: tlsFromEnv(env),
-      });
-      ctx.log.info(`MLLP listening on port ${listener.port}${env.MLLP_TLS_CERT ? ' (TLS)' : ''}`);
+      listener = await startMllpListener(deps, { ...settings.mllp, host: rt.config.host });
+      ctx.log.info(`MLLP listening on port ${listener.port}${settings.mllp.tls ? ' (TLS)' : ''}`);
     }
-    const outbound = await startOutbound(ctx);
+    const outbound = await startOutbound({ ...ctx, settings: settings.outbound });
     return {
       stop: async () => {
         await listener?.close();

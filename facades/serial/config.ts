@@ -4,6 +4,7 @@
  * Every mistake is reported with the port and the field it is in.
  */
 import { readFileSync } from 'node:fs';
+import { ConfigError, type Environment, type PluginConfig } from '../../src/env.js';
 import type { Identifier } from '@medplum/fhirtypes';
 import type { CodeMap, PlausibleRange } from './mapping/codemap.js';
 import type { LineFormat } from './line/parse.js';
@@ -126,5 +127,21 @@ export function loadSerialConfig(file: string): PortConfig[] {
   } catch (err) {
     throw new Error(`SERIAL_CONFIG_FILE ${file} is not JSON: ${(err as Error).message}`);
   }
-  return parseSerialConfig(json, file);
+  return parseSerialConfig(json, `SERIAL_CONFIG_FILE ${file}`);
+}
+
+export interface SerialSettings {
+  /** SERIAL_CONFIG_FILE; without it no port is read. */
+  file?: string;
+  ports: PortConfig[];
+}
+
+/** What src/plugins.ts calls at start: the ports file is read and checked then, listeners or not. */
+export function config(env: Environment): PluginConfig<SerialSettings> {
+  const file = env.SERIAL_CONFIG_FILE || undefined;
+  try {
+    return { settings: { file, ports: file ? loadSerialConfig(file) : [] } };
+  } catch (err) {
+    throw new ConfigError('SERIAL_CONFIG_FILE', (err as Error).message);
+  }
 }

@@ -88,7 +88,7 @@ export async function fileReadings(store: DeviceStore, set: ReadingSet, opts: Fi
     const inTx = <T>(fn: (tx: Tx) => Promise<T>): Promise<T> => (opts.tx ? fn(opts.tx) : store.db.transaction(fn));
     await inTx(async (tx) => {
       if (patient && !reason) {
-        // Identity (DESIGN principle 5): the sample id, and the result keys that contain it, must not already be
+        // Identity (docs/design.md principle 5): the sample id, and the result keys that contain it, must not already be
         // another patient's. The probe entry puts the sample id under the guard's lock and owner check; it is
         // never written.
         const probe = specimenProbe(report.sampleId, patient);

@@ -8,7 +8,7 @@ import type { Facade, FacadeContext, FiledMessage, MessageRecord, RunningFacade,
 import { SERIAL_PORT_SYSTEM, conflict, deviceAdminRouter, deviceStore, registerHeldFiling, type DeviceStore } from '../../src/index.js';
 import { decodeCapture, framesToText } from './astm/frame.js';
 import { parseRecords, splitMessages } from './astm/records.js';
-import { type PortConfig, loadSerialConfig } from './config.js';
+import type { PortConfig, SerialSettings } from './config.js';
 import { fileReadings } from './filing.js';
 import { mapAstmMessage } from './mapping/astm-map.js';
 import { ManagedPort } from './port.js';
@@ -30,21 +30,20 @@ export function startPort(cfg: PortConfig, deps: Omit<HandlerDeps, 'write'>): Ru
   return { cfg, port, handler };
 }
 
-export const facade: Facade = {
+export const facade: Facade<SerialSettings> = {
   name: 'serial',
-  async start(ctx: FacadeContext): Promise<RunningFacade> {
-    const store: DeviceStore = deviceStore({ db: ctx.db, repo: ctx.repo, router: ctx.router, actor: 'facade:serial' });
-    ctx.admin.use(deviceAdminRouter(store));
-    const file = ctx.config.env.SERIAL_CONFIG_FILE;
+  async start(ctx: FacadeContext<SerialSettings>): Promise<RunningFacade> {
+    const rt = ctx.runtime;
+    const store: DeviceStore = deviceStore({ db: rt.db, repo: rt.repo, router: rt.router, actor: 'facade:serial' });
+    rt.admin.use(deviceAdminRouter(store));
+    const { file, ports: configs } = ctx.settings;
     const ports: RunningPort[] = [];
-    // Also without listeners (an admin process resolving a held message maps it with its port's settings).
-    const configs = file ? loadSerialConfig(file) : [];
     registerHeldFiling([CHANNEL], (tx, message) => fileHeldAsNew(store, configs, tx, message));
     // A serial line has one reader: under the supervisor, the worker in slot 0 (its replacement after a crash too).
     const reader = (ctx.runtime.workerSlot ?? 0) === 0;
     if (file && ctx.listen) {
       if (reader) for (const cfg of configs) ports.push(startPort(cfg, { store, log: ctx.log }));
-      ctx.admin.get('/serial/ports', (_req, res) => {
+      rt.admin.get('/serial/ports', (_req, res) => {
         res.json({
           ports: ports.map((p) => ({ name: p.cfg.name, path: p.cfg.path, protocol: p.cfg.protocol, open: p.port.isOpen, opens: p.port.opens, stats: p.handler.stats() })),
           ...(reader ? {} : { note: `the serial ports are read by worker slot 0; this is slot ${ctx.runtime.workerSlot}: ask again for its figures` }),

@@ -25,7 +25,7 @@ export class PostgresDatabase implements Database {
   readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;
 
-  constructor(connectionString: string, max = Number(process.env.DATABASE_POOL_SIZE ?? 20)) {
+  constructor(connectionString: string, max = 20) {
     this.pool = new pg.Pool({ connectionString, max });
     // An idle client that loses its connection must not crash the process.
     this.pool.on('error', (err) => console.error(`[db] idle client error: ${err.message}`));

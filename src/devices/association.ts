@@ -1,7 +1,7 @@
 /**
  * Patient–device association: which patient a device (optionally at a bed) was on at a given time.
  *
- * Patient safety (DESIGN principle 5): a reading is filed to a patient only through an association
+ * Patient safety (docs/design.md principle 5): a reading is filed to a patient only through an association
  * whose half-open window [start, end) covers the reading's own timestamp. Anything unclear — unknown
  * device, two devices answering one identifier, two patients covering one instant, a bed that
  * contradicts the device's association — resolves to "no association", and the caller holds the reading.

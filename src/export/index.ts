@@ -10,7 +10,7 @@ import { openBlobStore, type BlobStore } from '../blob/index.js';
 import type { Runtime } from '../runtime.js';
 import { JobStore } from './jobs.js';
 import { type ExportDeps, exportHttpRoutes, kickoffHandler } from './routes.js';
-import { exportSettings, type ExportSettings } from './settings.js';
+import type { ExportSettings } from './settings.js';
 import { ExportWorker } from './worker.js';
 
 export { ExportWorker } from './worker.js';
@@ -30,7 +30,7 @@ const OPERATION = 'http://hl7.org/fhir/uv/bulkdata/OperationDefinition';
 
 /** Registers the kick-off operations and the status/download routes; the worker starts with `startExportWorker`. */
 export function installBulkExport(rt: Runtime, opts: { blobs?: BlobStore } = {}): BulkExport {
-  const settings = exportSettings(rt.config.env);
+  const settings = rt.config.export;
   const blobs = opts.blobs ?? openBlobStore({ dataDir: rt.config.dataDir });
   const jobs = new JobStore(rt.db);
   const worker = new ExportWorker(rt.db, jobs, blobs, settings, makeLogger('export'));

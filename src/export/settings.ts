@@ -1,4 +1,6 @@
 /** Operator knobs of bulk export, read from the environment (documented in docs/export.md). */
+import { envReader, type Environment } from '../env.js';
+
 export interface ExportSettings {
   /** Resources per ndjson file before a new part starts (EXPORT_FILE_MAX_RESOURCES). */
   maxResourcesPerFile: number;
@@ -26,27 +28,20 @@ export interface ExportSettings {
   typeFilterMaxIds: number;
 }
 
-function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min = 0): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be an integer >= ${min}, got "${raw}"`);
-  return n;
-}
-
-export function exportSettings(env: NodeJS.ProcessEnv): ExportSettings {
+export function exportSettings(env: Environment): ExportSettings {
+  const { int } = envReader(env);
   return {
-    maxResourcesPerFile: int(env, 'EXPORT_FILE_MAX_RESOURCES', 100_000, 1),
-    batchSize: int(env, 'EXPORT_BATCH_SIZE', 2000, 1),
-    maxJobsPerClient: int(env, 'EXPORT_MAX_JOBS_PER_CLIENT', 3, 1),
-    maxJobs: int(env, 'EXPORT_MAX_JOBS', 20, 1),
-    workers: int(env, 'EXPORT_WORKERS', 1, 0),
-    leaseMs: int(env, 'EXPORT_LEASE_MS', 30_000, 100),
-    pollMs: int(env, 'EXPORT_POLL_MS', 1000, 10),
-    ttlSeconds: int(env, 'EXPORT_TTL_SECONDS', 24 * 3600, 1),
-    retryAfterSeconds: int(env, 'EXPORT_RETRY_AFTER_SECONDS', 2, 1),
-    maxAttempts: int(env, 'EXPORT_MAX_ATTEMPTS', 5, 1),
-    throttleMs: int(env, 'EXPORT_THROTTLE_MS', 0),
-    typeFilterMaxIds: int(env, 'EXPORT_TYPEFILTER_MAX_IDS', 1_000_000, 1),
+    maxResourcesPerFile: int('EXPORT_FILE_MAX_RESOURCES', 100_000, 1),
+    batchSize: int('EXPORT_BATCH_SIZE', 2000, 1),
+    maxJobsPerClient: int('EXPORT_MAX_JOBS_PER_CLIENT', 3, 1),
+    maxJobs: int('EXPORT_MAX_JOBS', 20, 1),
+    workers: int('EXPORT_WORKERS', 1, 0),
+    leaseMs: int('EXPORT_LEASE_MS', 30_000, 100),
+    pollMs: int('EXPORT_POLL_MS', 1000, 10),
+    ttlSeconds: int('EXPORT_TTL_SECONDS', 24 * 3600, 1),
+    retryAfterSeconds: int('EXPORT_RETRY_AFTER_SECONDS', 2, 1),
+    maxAttempts: int('EXPORT_MAX_ATTEMPTS', 5, 1),
+    throttleMs: int('EXPORT_THROTTLE_MS', 0),
+    typeFilterMaxIds: int('EXPORT_TYPEFILTER_MAX_IDS', 1_000_000, 1),
   };
 }

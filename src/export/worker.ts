@@ -1,3 +1,9 @@
+/**
+ * The bulk export worker: claims jobs from the database, runs each one type after another (kick-off filters, the
+ * rows, deletions with _since, the error file), renews its lease, and sweeps expired outputs. One module past the
+ * usual size on purpose: every step of a job shares its lease, abort signal and issue list, and reads best top to
+ * bottom; the pieces with a second user already live beside it (jobs.ts, ndjson-files.ts, elements.ts, query.ts).
+ */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';

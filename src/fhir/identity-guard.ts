@@ -1,5 +1,5 @@
 /**
- * Patient identity guard for facade transactions (DESIGN principle 5): an identifier match (order number,
+ * Patient identity guard for facade transactions (docs/design.md principle 5): an identifier match (order number,
  * accession, sample id, visit number) must never move existing clinical data to another patient.
  *
  * A facade's transaction Bundle keys its resources by business identifiers (conditional update / create).

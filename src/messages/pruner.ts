@@ -9,17 +9,8 @@ import { pruneMessages } from './message-log.js';
 
 const EVERY_MS = 60 * 60 * 1000;
 
-/** The retention in days from the environment; undefined keeps everything. */
-export function retentionDays(env: NodeJS.ProcessEnv): number | undefined {
-  const raw = env.MESSAGE_LOG_RETENTION_DAYS;
-  if (raw === undefined || raw === '') return undefined;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`MESSAGE_LOG_RETENTION_DAYS must be a positive number of days, got "${raw}"`);
-  return n;
-}
-
 export function startMessagePruner(rt: Runtime, log: Logger): void {
-  const days = retentionDays(rt.config.env);
+  const days = rt.config.messageLogRetentionDays;
   if (days === undefined) return;
   const run = async () => {
     const n = await pruneMessages(rt.db, new Date(Date.now() - days * 86_400_000));

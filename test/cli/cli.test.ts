@@ -4,6 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { untilUp } from '../helpers/until.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
@@ -15,18 +16,6 @@ function conflux(args: string[], env: Record<string, string>) {
     timeout: 120_000,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-async function waitFor(url: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {
-      /* not yet */
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${url} never came up`);
 }
 
 describe('conflux CLI', () => {
@@ -50,7 +39,7 @@ describe('conflux CLI', () => {
     child.stdout.on('data', (d: Buffer) => (log += d.toString()));
     child.stderr.on('data', (d: Buffer) => (log += d.toString()));
     try {
-      await waitFor(`http://127.0.0.1:${port}/healthz`);
+      await untilUp(`http://127.0.0.1:${port}/healthz`);
       const info = path.join(dataDir, 'server.json');
       expect(existsSync(info)).toBe(true);
       // The admin token grants the admin API: only the server's user may read it.
@@ -97,7 +86,7 @@ describe('conflux CLI', () => {
     const env = { DATA_DIR: mkdtempSync(path.join(os.tmpdir(), 'conflux-dev-')), PORT: String(port), MLLP_PORT: String(mllpPort), DICOM_PORT: String(dicomPort), AUTH: 'off' };
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], { cwd: root, env: { ...process.env, ...env }, stdio: 'ignore' });
     try {
-      await waitFor(`http://127.0.0.1:${port}/healthz`);
+      await untilUp(`http://127.0.0.1:${port}/healthz`);
       const put = await fetch(`http://127.0.0.1:${port}/fhir/Patient/p-cli-1`, {
         method: 'PUT',
         headers: { 'content-type': 'application/fhir+json' },

@@ -14,7 +14,8 @@ import type { Database } from '../../src/db/database.js';
 import { testDatabases } from '../helpers/db.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { str } from '../../facades/dicom/part10.js';
-import { DATA, dicomFiles, freePort, header, run, storescuSyntaxOption, waitFor } from './helpers.js';
+import { DATA, dicomFiles, freePort, header, run, storescuSyntaxOption } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 const dimse = dimseModule as unknown as typeof import('dcmjs-dimse');
 const AE = 'CONFLUX';
@@ -137,11 +138,11 @@ describe.each(testDatabases())('DIMSE facade with DCMTK on %s', (backend) => {
     const mr = dicomFiles(path.join(DATA, 'series-mr')).map(header);
     const studyUid = str(mr[0].dataset, '0020000D');
     const inStudy = mr.filter((h) => str(h.dataset, '0020000D') === studyUid);
-    const study = await waitFor(async () => {
+    const study = await until(async () => {
       const b = await fhir<Bundle<ImagingStudy>>(`ImagingStudy?identifier=${encodeURIComponent(`urn:dicom:uid|urn:oid:${studyUid}`)}`);
       const s = b.entry?.[0]?.resource;
       return s && s.numberOfInstances === inStudy.length ? s : undefined;
-    });
+    }, 'the ImagingStudy with every instance');
     expect(study.series?.reduce((n, s) => n + (s.instance?.length ?? 0), 0)).toBe(inStudy.length);
     expect(study.numberOfSeries).toBe(new Set(inStudy.map((h) => str(h.dataset, '0020000E'))).size);
     expect(study.modality?.[0].code).toBe('MR');
@@ -194,7 +195,7 @@ describe.each(testDatabases())('DIMSE facade with DCMTK on %s', (backend) => {
 
     const m = await run('movescu', ['-S', '-aet', 'MOVESCU', '-aec', AE, '-aem', 'DEST', '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${studyUid}`, ...addr()]);
     expect(m.code, m.stderr).toBe(0);
-    const received = await waitFor(async () => (readdirSync(destDir).length >= n ? readdirSync(destDir) : undefined));
+    const received = await until(async () => (readdirSync(destDir).length >= n ? readdirSync(destDir) : undefined), `${n} files at the C-MOVE destination`);
     expect(received).toHaveLength(n);
     const unknown = await run('movescu', ['-S', '-aet', 'MOVESCU', '-aec', AE, '-aem', 'NOWHERE', '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${studyUid}`, ...addr()]);
     expect(unknown.stderr + unknown.stdout).toMatch(/MoveDestinationUnknown/);

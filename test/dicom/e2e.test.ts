@@ -14,7 +14,8 @@ import type { Database } from '../../src/db/database.js';
 import { testDatabases } from '../helpers/db.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { str } from '../../facades/dicom/part10.js';
-import { DATA, dicomFiles, freePort, header, run, waitFor } from './helpers.js';
+import { DATA, dicomFiles, freePort, header, run } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 const dimse = dimseModule as unknown as typeof import('dcmjs-dimse');
 
@@ -141,11 +142,11 @@ describe.each(testDatabases())('imaging path end to end on %s', (backend) => {
     expect(procedure.status).toBe('completed');
     expect(procedure.basedOn?.[0].reference).toBe(`ServiceRequest/${order.id}`);
 
-    const study = await waitFor(async () => {
+    const study = await until(async () => {
       const b = await fhir<Bundle<ImagingStudy>>(`ImagingStudy?identifier=${encodeURIComponent(`urn:dicom:uid|urn:oid:${studyUid}`)}`);
       const r = b.entry?.[0]?.resource;
       return r && r.numberOfInstances === copies.length ? r : undefined;
-    });
+    }, 'the ImagingStudy with every copy');
     expect(study.basedOn?.[0].reference).toBe(`ServiceRequest/${order.id}`);
     // The same Patient the ORM created: PatientID + issuer HOSP map to the HL7 facade's identifier system.
     expect(study.subject.reference).toBe(order.subject?.reference);

@@ -3,9 +3,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { parsePart10Header, type ParsedHeader } from '../../facades/dicom/part10.js';
-import { sharedPath } from '../helpers/shared-data.js';
+import { fixturePath } from '../../tools/shared-data.js';
 
-export const DATA = sharedPath('dicom/pydicom');
+/** The pydicom files, all of them in test/fixtures (the corpus holds no more). */
+export const DATA = fixturePath('dicom/pydicom');
 
 export function dicomFiles(dir = DATA): string[] {
   return readdirSync(dir)
@@ -36,7 +37,7 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a DCMTK tool with Nagle off (DESIGN.md) and returns its exit code and output. */
+/** Runs a DCMTK tool with Nagle off (docs/design.md) and returns its exit code and output. */
 export function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
     execFile(cmd, args, { env: { ...process.env, TCP_NODELAY: '1' }, cwd: opts.cwd, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
@@ -59,16 +60,6 @@ export function storescuSyntaxOption(ts: string): string[] {
     '1.2.840.10008.1.2.1.99': '-xd',
   };
   return map[ts] ? [map[ts]] : [];
-}
-
-export async function waitFor<T>(fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error('timed out waiting for condition');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** The DICOM facade's services of a running test server (for seeding without a network client). */

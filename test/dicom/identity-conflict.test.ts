@@ -1,5 +1,5 @@
 /**
- * Identity conflicts (DESIGN principle 5, issue 20): an instance whose Study Instance UID is already another
+ * Identity conflicts (docs/design.md principle 5, issue 20): an instance whose Study Instance UID is already another
  * patient's study is refused over real DIMSE (DCMTK storescu) and STOW-RS, held in the message log, and
  * changes nothing of the existing study (index and FHIR ImagingStudy); same-patient resends and new instances
  * keep working, also when two associations race for one new study.
@@ -17,7 +17,8 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 import { derivedUid } from '../../facades/dicom/file-as-new.js';
 import { type DicomJson, type ParsedHeader, parsePart10Header, str } from '../../facades/dicom/part10.js';
 import { patientKey } from '../../facades/dicom/patient-identity.js';
-import { DATA, facadeServices, freePort, run, waitFor } from './helpers.js';
+import { DATA, facadeServices, freePort, run } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 const AE = 'CONFLUX';
 const STUDY = '1.2.826.0.1.3680043.8.498.4242.1';
@@ -330,7 +331,7 @@ describe.each(testDatabases())('DICOM identity conflicts on %s', (backend) => {
     expect(done.resourceRefs[0]).toBe(`urn:oid:${newStudy}`);
     expect(await sops(newStudy)).toEqual([held.controlId]);
     // The sync after the commit ran (and refused, as a sync does): the study is no longer waiting for it.
-    await waitFor(async () => ((await db.query<{ fhir_dirty: boolean }>('SELECT fhir_dirty FROM dicom_study WHERE study_uid = $1', [newStudy])).rows[0]?.fhir_dirty === false ? true : undefined));
+    await until(async () => (await db.query<{ fhir_dirty: boolean }>('SELECT fhir_dirty FROM dicom_study WHERE study_uid = $1', [newStudy])).rows[0]?.fhir_dirty === false, 'the sync of the new study');
     const found = await imagingStudies(newStudy);
     expect(found.map((e) => [e.resource!.id, e.resource!.subject])).toEqual([[squatterId, firstStudy.subject]]);
   });

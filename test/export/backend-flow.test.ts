@@ -15,7 +15,7 @@ import type { Database } from '../../src/db/database.js';
 import { patientCompartmentsOf } from '../../src/fhir/search/index.js';
 import { testDatabases } from '../helpers/db.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { KICKOFF_HEADERS, loadSynthea, type Manifest } from './helpers.js';
+import { KICKOFF_HEADERS, loadSynthea, type Manifest, waitForManifest } from './helpers.js';
 
 interface Backend {
   clientId: string;
@@ -73,20 +73,8 @@ describe.each(testDatabases())('backend service bulk export on $name', (tdb) => 
 
   const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
-  /** Polls as a client should: waits Retry-After seconds between calls. */
-  async function poll(statusUrl: string, token: string): Promise<Manifest> {
-    for (let i = 0; i < 120; i++) {
-      const res = await fetch(statusUrl, { headers: bearer(token) });
-      if (res.status === 200) return (await res.json()) as Manifest;
-      expect(res.status).toBe(202);
-      await res.arrayBuffer();
-      expect(res.headers.get('x-progress')).toBeTruthy();
-      const wait = Number(res.headers.get('retry-after'));
-      expect(wait).toBeGreaterThan(0);
-      await new Promise((r) => setTimeout(r, wait * 1000));
-    }
-    throw new Error('export did not finish');
-  }
+  /** The status URL with the client's token, until the manifest (each 202 on the way checked for Retry-After). */
+  const poll = (statusUrl: string, token: string): Promise<Manifest> => waitForManifest(statusUrl, bearer(token));
 
   async function kickoffWith(url: string, token: string): Promise<string> {
     const res = await fetch(url, { headers: { ...KICKOFF_HEADERS, ...bearer(token) } });

@@ -1,9 +1,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { sharedPath } from '../helpers/shared-data.js';
+import { fixturePath } from '../../tools/shared-data.js';
+import { until } from '../helpers/until.js';
 
-export const SYNTHEA_DIR = sharedPath('fhir/synthea');
+export const SYNTHEA_DIR = fixturePath('fhir/synthea');
 
 export function syntheaFiles(n: number): string[] {
   return readdirSync(SYNTHEA_DIR)
@@ -49,19 +50,24 @@ export interface Manifest {
   deleted?: Array<{ type: string; url: string; count: number }>;
 }
 
-/** Polls a status URL, honouring Retry-After (capped so tests stay quick), until it answers 200. */
-export async function waitForManifest(statusUrl: string, headers: Record<string, string> = {}, maxPolls = 600): Promise<Manifest> {
-  for (let i = 0; i < maxPolls; i++) {
-    const res = await fetch(statusUrl, { headers });
-    if (res.status === 200) return (await res.json()) as Manifest;
-    if (res.status !== 202) throw new Error(`status ${statusUrl}: HTTP ${res.status} ${await res.text()}`);
-    await res.arrayBuffer();
-    expect(res.headers.get('x-progress')).toBeTruthy();
-    const retry = Number(res.headers.get('retry-after'));
-    expect(retry).toBeGreaterThan(0);
-    await new Promise((r) => setTimeout(r, Math.min(retry * 1000, 100)));
-  }
-  throw new Error(`export ${statusUrl} did not finish`);
+/**
+ * Asks a status URL until it answers 200 with the manifest; every 202 meanwhile must carry X-Progress and a
+ * Retry-After (checked, not slept: the test waits for the job, not for the hint).
+ */
+export function waitForManifest(statusUrl: string, headers: Record<string, string> = {}): Promise<Manifest> {
+  return until(
+    async () => {
+      const res = await fetch(statusUrl, { headers });
+      if (res.status === 200) return (await res.json()) as Manifest;
+      if (res.status !== 202) throw new Error(`status ${statusUrl}: HTTP ${res.status} ${await res.text()}`);
+      await res.arrayBuffer();
+      expect(res.headers.get('x-progress')).toBeTruthy();
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+      return undefined;
+    },
+    `export ${statusUrl} to finish`,
+    { timeoutMs: 120_000, everyMs: 100 },
+  );
 }
 
 /** Downloads every output file; returns resources per type, checking each line parses and matches its file's type. */

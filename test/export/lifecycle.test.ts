@@ -9,19 +9,11 @@ import { makeLogger } from '../../src/facade.js';
 import { bulkExportOf, ExportWorker, JobStore } from '../../src/export/index.js';
 import { exportSettings } from '../../src/export/settings.js';
 import { testDatabases } from '../helpers/db.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, type TestServer, withServer } from '../helpers/server.js';
 import { downloadAll, kickoff, KICKOFF_HEADERS, loadSynthea, waitForManifest } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 const jobId = (statusUrl: string) => statusUrl.split('/').pop()!;
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, polls = 1000): Promise<T> {
-  for (let i = 0; i < polls; i++) {
-    const v = await fn();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe.each(testDatabases())('export job lifecycle on $name', (tdb) => {
   let db: Database;
@@ -46,9 +38,7 @@ describe.each(testDatabases())('export job lifecycle on $name', (tdb) => {
     ({ db, drop } = await tdb.open());
     dataDir = await mkdtemp(path.join(tmpdir(), 'conflux-export-'));
     blobs = new FsBlobStore(path.join(dataDir, 'blobs'));
-    const s = await startTestServer(db, env());
-    await loadSynthea(s.fhir, 2);
-    await s.stop();
+    await withServer(db, env(), (s) => loadSynthea(s.fhir, 2));
   }, 120_000);
   afterEach(async () => {
     await server?.stop();
@@ -67,13 +57,13 @@ describe.each(testDatabases())('export job lifecycle on $name', (tdb) => {
     server = await startTestServer(db, env({ EXPORT_THROTTLE_MS: '100' }));
     const status = await kickoff(`${server.fhir}/$export`);
     const id = jobId(status);
-    await until('files being written', async () => (await blobs.list(`export/${id}/`)).length > 0);
+    await until(async () => (await blobs.list(`export/${id}/`)).length > 0, 'files being written');
     expect((await jobRow(id)).status).toBe('in-progress');
     const del = await fetch(status, { method: 'DELETE' });
     expect(del.status).toBe(202);
     expect((await fetch(status)).status).toBe(404);
     expect((await fetch(status, { method: 'DELETE' })).status).toBe(404);
-    await until('the worker to drop the job', async () => !(await jobRow(id)));
+    await until(async () => !(await jobRow(id)), 'the worker to drop the job');
     expect(await blobs.list(`export/${id}/`)).toEqual([]);
   });
 
@@ -201,11 +191,11 @@ describe.each(testDatabases())('export job lifecycle on $name', (tdb) => {
       const job = (await db.query<{ cut_xids: string[] }>(`SELECT cut_xids FROM export_job WHERE id = $1`, [jobId(status)])).rows[0];
       expect(job.cut_xids.length).toBe(1);
       // The job cannot read while the write is open: the status says what it waits for.
-      await until('the worker to wait for the open write', async () => {
+      await until(async () => {
         const r = await fetch(status);
         await r.arrayBuffer();
         return r.status === 202 && /waiting for 1 write transaction/.test(r.headers.get('x-progress') ?? '') ? true : undefined;
-      });
+      }, 'the worker to wait for the open write');
       release();
       const id = await inflight;
       const m = await waitForManifest(status);
@@ -228,7 +218,7 @@ describe.each(testDatabases())('export job lifecycle on $name', (tdb) => {
     const counts = await currentCounts();
     const status = await kickoff(`${server.fhir}/$export`);
     const id = jobId(status);
-    await until('at least one finished type', async () => ((await jobRow(id)).done_types.length > 0 ? true : undefined));
+    await until(async () => ((await jobRow(id)).done_types.length > 0 ? true : undefined), 'at least one finished type');
     const done = (await jobRow(id)).done_types;
     await server.stop();
     server = undefined;
@@ -287,14 +277,14 @@ describe.each(testDatabases())('export job lifecycle on $name', (tdb) => {
     const worker = new ExportWorker(db, jobs, blobs, settings, makeLogger('test-worker'));
     worker.start();
     try {
-      const res = await until('the job to fail', async () => {
+      const res = await until(async () => {
         const r = await fetch(status);
         if (r.status === 202) {
           await r.arrayBuffer();
           return undefined;
         }
         return r;
-      });
+      }, 'the job to fail');
       expect(res.status).toBe(500);
       const oo = await res.json();
       expect(oo.resourceType).toBe('OperationOutcome');

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Bundle } from '@medplum/fhirtypes';
 import { testDatabases } from '../helpers/db.js';
-import { sharedPath } from '../helpers/shared-data.js';
+import { fixturePath } from '../../tools/shared-data.js';
 import { startTestServer } from '../helpers/server.js';
 
 describe('graceful shutdown', () => {
@@ -11,7 +11,7 @@ describe('graceful shutdown', () => {
     const { db, drop } = await testDatabases()[0].open();
     const server = await startTestServer(db);
     try {
-      const dir = sharedPath('fhir/synthea');
+      const dir = fixturePath('fhir/synthea');
       const bundle = JSON.parse(readFileSync(path.join(dir, readdirSync(dir).filter((f) => f.endsWith('.json'))[0]), 'utf8')) as Bundle;
       // Begin stopping from inside the request's own transaction: it is certainly in flight then.
       let stopped: Promise<void> | undefined;

@@ -53,7 +53,7 @@ describe.each(testDatabases())('transaction statements on $name', (tdb) => {
   beforeAll(async () => {
     const opened = await tdb.open();
     drop = opened.drop;
-    rt = await createRuntime(loadConfig({ AUTH: 'off', PORT: '0' }), { db: counting(opened.db, statements) });
+    rt = await createRuntime(await loadConfig({ AUTH: 'off', PORT: '0' }), { db: counting(opened.db, statements) });
   });
   afterAll(async () => {
     await rt?.close();

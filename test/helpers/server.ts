@@ -9,8 +9,18 @@ export interface TestServer extends RunningServer {
 
 /** A real HTTP server on an ephemeral port over `db`, with every installed plug-in. */
 export async function startTestServer(db: Database, env: Record<string, string> = {}): Promise<TestServer> {
-  const config = loadConfig({ AUTH: 'off', PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: '/tmp/conflux-test', ...env });
+  const config = await loadConfig({ AUTH: 'off', PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: '/tmp/conflux-test', ...env });
   const server = await startServer(config, { db });
   const fhir = server.runtime.config.fhirBaseUrl;
   return { ...server, fhir };
+}
+
+/** Runs `fn` against a test server of its own and stops the server whatever `fn` does. */
+export async function withServer<T>(db: Database, env: Record<string, string>, fn: (server: TestServer) => Promise<T>): Promise<T> {
+  const server = await startTestServer(db, env);
+  try {
+    return await fn(server);
+  } finally {
+    await server.stop();
+  }
 }

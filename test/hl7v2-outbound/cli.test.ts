@@ -6,11 +6,11 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
-import { makeLogger, type FacadeContext } from '../../src/facade.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { startOutbound, type OutboundHandle } from '../../facades/hl7v2/outbound/index.js';
-import { startPeer, type Peer } from './peer.js';
-import { labReport, until } from './helpers.js';
+import { outboundOf, type OutboundHandle } from '../../facades/hl7v2/outbound/index.js';
+import { startPeer, type Peer } from '../../tools/mllp-peer.js';
+import { labReport } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 const run = promisify(execFile);
 
@@ -38,9 +38,9 @@ describe('conflux destination / outbound commands', () => {
   beforeAll(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'conflux-cli-'));
     peer = await startPeer();
-    server = await startServer(loadConfig({ AUTH: 'off', PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: dir, HL7_OUTBOUND_POLL_MS: '20' }));
+    server = await startServer(await loadConfig({ AUTH: 'off', PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: dir, HL7_OUTBOUND_POLL_MS: '20' }));
     const rt = server.runtime;
-    outbound = await startOutbound(Object.assign(Object.create(rt), { log: { ...makeLogger('out'), info: () => undefined }, listen: true, runtime: rt }) as FacadeContext);
+    outbound = outboundOf(rt);
   }, 60_000);
   afterAll(async () => {
     await outbound?.stop();

@@ -4,13 +4,10 @@
  * corpus files reuse MRNs, order numbers and MSH-10 across unrelated messages, and Conflux rightly treats
  * those as the same patient, a conflicting order, or a resend.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { splitEnvelope } from '../../facades/hl7v2/envelope.js';
 import { readDelimiters } from '../../facades/hl7v2/message.js';
-import { sharedPath } from '../helpers/shared-data.js';
-
-export const HL7_DATA = sharedPath('hl7v2');
 
 export interface CorpusMessage {
   /** 'corpus/oru-lab/x.hl7' (+ '#2' for the second message of a multi-message file). */
@@ -21,9 +18,11 @@ export interface CorpusMessage {
 const DIRS = ['corpus/oru-lab', 'corpus/oru-device', 'corpus/odd', 'corpus/other', 'fhir-converter'];
 
 /** Every ORU/OUL message in the shared data, one entry per message (batches and multi-MSH files split). */
-export function resultMessages(): CorpusMessage[] {
+export function resultMessages(root: string): CorpusMessage[] {
+  const HL7_DATA = path.join(root, 'hl7v2');
   const out: CorpusMessage[] = [];
   for (const dir of DIRS) {
+    if (!existsSync(path.join(HL7_DATA, dir))) continue;
     for (const f of readdirSync(path.join(HL7_DATA, dir)).sort()) {
       const bytes = readFileSync(path.join(HL7_DATA, dir, f));
       const messages = splitEnvelope(bytes).messages;

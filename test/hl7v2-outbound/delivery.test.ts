@@ -7,8 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/database.js';
 import { listMessages } from '../../src/messages/message-log.js';
 import { testDatabases } from '../helpers/db.js';
-import { startPeer, type Peer, type PeerAction } from './peer.js';
-import { labReport, outboxStates, startOutboundServer, until, type OutboundServer } from './helpers.js';
+import { startPeer, type Peer, type PeerAction } from '../../tools/mllp-peer.js';
+import { labReport, outboxStates, startOutboundServer, type OutboundServer } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 describe.each(testDatabases())('HL7 v2 outbound delivery on $name', (tdb) => {
   let server: OutboundServer;
@@ -143,7 +144,10 @@ describe.each(testDatabases())('HL7 v2 outbound delivery on $name', (tdb) => {
     await server.transaction(labReport('PAUSE-2', { category: 'beside-paused' }));
     await settled('beside-paused', 1);
     expect(other.received).toHaveLength(1);
-    // …while the paused one has sent nothing.
+    // …while the paused one, whose worker has looked at least twice since the write, has sent nothing.
+    const worker = server.outbound.workers().find((w) => w.name === 'paused')!;
+    const passes = worker.stats.passes;
+    await until(() => worker.stats.passes >= passes + 2, 'two passes of the paused worker');
     expect(peer.received).toHaveLength(0);
     expect(await outboxStates(db, 'paused')).toEqual({ queued: 1 });
     expect((await server.admin('POST', '/destinations/paused/resume')).body.paused).toBe(false);

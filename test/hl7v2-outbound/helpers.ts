@@ -1,9 +1,8 @@
 /** A Conflux server with HL7 v2 outbound running, plus small clients for its FHIR and admin APIs. */
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import type { Database } from '../../src/db/database.js';
-import { makeLogger, type FacadeContext } from '../../src/facade.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { startOutbound, type OutboundHandle } from '../../facades/hl7v2/outbound/index.js';
+import { outboundOf, type OutboundHandle } from '../../facades/hl7v2/outbound/index.js';
 
 export interface OutboundServer extends TestServer {
   outbound: OutboundHandle;
@@ -16,9 +15,7 @@ export const FAST_ENV = { HL7_OUTBOUND_POLL_MS: '20', HL7_OUTBOUND_REFRESH_MS: '
 export async function startOutboundServer(db: Database, env: Record<string, string> = {}): Promise<OutboundServer> {
   const server = await startTestServer(db, { ...FAST_ENV, ...env });
   const rt = server.runtime;
-  // The HL7 v2 facade may already have started outbound for this runtime; startOutbound returns that one then.
-  const ctx = Object.assign(Object.create(rt), { log: quietLogger(), listen: true, runtime: rt }) as FacadeContext;
-  const outbound = await startOutbound(ctx);
+  const outbound = outboundOf(rt);
   const base = server.url;
   const admin = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(`${base}/admin/outbound${path}`, {
@@ -49,11 +46,6 @@ export async function startOutboundServer(db: Database, env: Record<string, stri
       await server.stop();
     },
   };
-}
-
-function quietLogger() {
-  const l = makeLogger('hl7v2-outbound');
-  return { info: () => undefined, warn: process.env.DEBUG_OUTBOUND ? l.warn : () => undefined, error: l.error };
 }
 
 let seq = 0;
@@ -104,16 +96,6 @@ export function labReport(mrn: string, opts: { values?: number[]; status?: strin
     report,
     ...obs,
   ];
-}
-
-export async function until<T>(fn: () => Promise<T | undefined | false>, what: string, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 export async function outboxStates(db: Database, destination: string): Promise<Record<string, number>> {

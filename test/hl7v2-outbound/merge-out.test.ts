@@ -15,8 +15,9 @@ import { type Destination } from '../../facades/hl7v2/outbound/destinations.js';
 import { dialectFor } from '../../facades/hl7v2/outbound/profiles.js';
 import { activate, eventsFor, wants } from '../../facades/hl7v2/outbound/triggers.js';
 import { testDatabases } from '../helpers/db.js';
-import { startPeer, type Peer } from './peer.js';
-import { startOutboundServer, until, type OutboundServer } from './helpers.js';
+import { startPeer, type Peer } from '../../tools/mllp-peer.js';
+import { startOutboundServer, type OutboundServer } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 const oru = (ctl: string, mrn: string) =>
   [
@@ -54,7 +55,7 @@ describe.each(testDatabases())('patient merge outbound on $name', (tdb) => {
     const res = await server.admin('POST', '/destinations', { name: 'mpi', host: '127.0.0.1', port: mpi.port, profile: 'epic', types: 'ADT' });
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     const rt = server.runtime;
-    deps = await inboundDeps({ db: rt.db, router: rt.router, log: { ...makeLogger('in'), info: () => undefined, warn: () => undefined }, config: rt.config });
+    deps = await inboundDeps({ db: rt.db, router: rt.router, log: { ...makeLogger('in'), info: () => undefined, warn: () => undefined } });
   });
   afterAll(async () => {
     await server?.stop();

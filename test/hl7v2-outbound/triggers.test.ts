@@ -1,7 +1,7 @@
 /** Which writes send what: orders (NW, CA), procedure-step completion (SC), corrections, standalone results, filters. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabases } from '../helpers/db.js';
-import { startPeer, type Peer } from './peer.js';
+import { startPeer, type Peer } from '../../tools/mllp-peer.js';
 import { labReport, outboxStates, startOutboundServer, type OutboundServer } from './helpers.js';
 
 describe.each(testDatabases())('outbound triggers on $name', (tdb) => {
@@ -58,7 +58,9 @@ describe.each(testDatabases())('outbound triggers on $name', (tdb) => {
       ['CA', 'CA', 'P1'],
     ]);
     expect(orders.received.every((r) => r.msg.getSegment('PID')!.getField(3).getComponent(1) === 'ORD-1')).toBe(true);
-    // The ORU-only destination got none of it.
+    // The ORU-only destination got none of it: nothing was queued for it (queuing is part of each write's
+    // transaction, so once the writes have answered this is final), hence nothing can reach its peer.
+    expect(await outboxRows('ehr')).toBe(0);
     expect(results.received).toHaveLength(0);
   });
 

@@ -21,8 +21,9 @@ import { makeLogger } from '../../src/facade.js';
 import { inboundDeps } from '../../facades/hl7v2/index.js';
 import { processPayload } from '../../facades/hl7v2/inbound/processor.js';
 import { testDatabases } from '../helpers/db.js';
-import { startPeer, type Peer } from './peer.js';
-import { FAST_ENV, labReport, outboxStates, startOutboundServer, until, type OutboundServer } from './helpers.js';
+import { startPeer, type Peer } from '../../tools/mllp-peer.js';
+import { FAST_ENV, labReport, outboxStates, startOutboundServer, type OutboundServer } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 const LANE = 'urn:test:lane';
 
@@ -86,7 +87,7 @@ describe.each(testDatabases())('HL7 v2 outbound walkthrough fixes on $name', (td
     const offlinePeer = await peer();
     // Exactly what a CLI command does when no server runs (src/cli.ts runAdminCommand): a runtime, its
     // plug-ins started with listen = false, the admin API called over a private HTTP listener.
-    const rt = await createRuntime(loadConfig({ AUTH: 'off', PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: '/tmp/conflux-test', ...FAST_ENV }), { db });
+    const rt = await createRuntime(await loadConfig({ AUTH: 'off', PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', DATA_DIR: '/tmp/conflux-test', ...FAST_ENV }), { db });
     const facades = await startPlugins(rt, false);
     const httpServer = http.createServer(rt.app);
     await new Promise<void>((r) => httpServer.listen(0, '127.0.0.1', r));
@@ -200,7 +201,7 @@ describe.each(testDatabases())('HL7 v2 outbound walkthrough fixes on $name', (td
     expect(JSON.stringify(bad.body)).toMatch(/forwardNonProduction must be true or false/);
 
     const rt = server.runtime;
-    const deps = await inboundDeps({ db: rt.db, router: rt.router, log: { ...makeLogger('in'), info: () => undefined, warn: () => undefined }, config: rt.config });
+    const deps = await inboundDeps({ db: rt.db, router: rt.router, log: { ...makeLogger('in'), info: () => undefined, warn: () => undefined } });
     const oru = (pid: string, n: number) =>
       [
         `MSH|^~\\&|LAB|HOSP|CONFLUX|CONFLUX|20240305101500||ORU^R01|PID-${pid}-${n}|${pid}|2.5.1`,

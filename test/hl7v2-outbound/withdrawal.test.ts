@@ -8,8 +8,9 @@ import type { Hl7Message } from '@medplum/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/database.js';
 import { testDatabases } from '../helpers/db.js';
-import { startPeer, type Peer } from './peer.js';
-import { labReport, startOutboundServer, until, type OutboundServer } from './helpers.js';
+import { startPeer, type Peer } from '../../tools/mllp-peer.js';
+import { labReport, startOutboundServer, type OutboundServer } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 describe.each(testDatabases())('outbound withdrawals on $name', (tdb) => {
   let server: OutboundServer;

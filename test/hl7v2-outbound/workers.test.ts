@@ -7,8 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/database.js';
 import { openDatabase } from '../../src/db/open.js';
 import { testDatabases } from '../helpers/db.js';
-import { startPeer, type Peer, type Received } from './peer.js';
-import { labReport, outboxStates, startOutboundServer, until, type OutboundServer } from './helpers.js';
+import { startPeer, type Peer, type Received } from '../../tools/mllp-peer.js';
+import { labReport, outboxStates, startOutboundServer, type OutboundServer } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 function perPatient(received: Received[]): Record<string, string[]> {
   const out: Record<string, string[]> = {};

@@ -1,14 +1,12 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { sharedPath } from '../helpers/shared-data.js';
-
-export const HL7_DATA = sharedPath('hl7v2');
-
-/** Every ORU, OUL, ORM, OML and ADT message file under data/hl7v2 (by MSH-9 for the mixed folders). */
-export function corpusFiles(): Array<{ name: string; path: string }> {
+/** Every ORU, OUL, ORM, OML and ADT message file under `root`/hl7v2 (by MSH-9 for the mixed folders). */
+export function corpusFiles(root: string): Array<{ name: string; path: string }> {
+  const HL7_DATA = path.join(root, 'hl7v2');
   const out: Array<{ name: string; path: string }> = [];
   const dirs = ['corpus/oru-lab', 'corpus/oru-device', 'corpus/adt', 'corpus/orm', 'corpus/oml', 'corpus/other', 'corpus/odd', 'fhir-converter'];
   for (const dir of dirs) {
+    if (!existsSync(path.join(HL7_DATA, dir))) continue;
     for (const f of readdirSync(path.join(HL7_DATA, dir)).sort()) {
       if (!f.endsWith('.hl7')) continue;
       const p = path.join(HL7_DATA, dir, f);

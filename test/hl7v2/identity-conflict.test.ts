@@ -1,5 +1,5 @@
 /**
- * Results never change patient (issue 20, DESIGN principle 5): an order number that already belongs to another
+ * Results never change patient (issue 20, docs/design.md principle 5): an order number that already belongs to another
  * patient's report or order refuses the message (AE + ERR naming the field and the other patient's identifier),
  * holds it for review and changes nothing; an operator files it as new or rejects it through the admin API, audited.
  */

@@ -11,11 +11,11 @@ import type { AuditEvent, DiagnosticReport, Observation, Patient, Resource } fro
 import { replayMessage } from '../../facades/hl7v2/inbound/processor.js';
 import { mergePatients, searchIds } from '../../src/index.js';
 import { listMessages } from '../../src/messages/message-log.js';
-import { HL7_DATA } from './corpus-files.js';
+import { fixturePath } from '../../tools/shared-data.js';
 import { DB_KINDS } from './test-db.js';
 import { errText, msa, MllpClient, startHarness, type Harness } from './harness.js';
 
-const corpus = (name: string) => readFileSync(`${HL7_DATA}/corpus/adt/${name}`);
+const corpus = (name: string) => readFileSync(fixturePath('hl7v2/corpus/adt', name));
 const BCBS = 'urn:conflux:hl7v2:aa:BCBS';
 
 const a04 = (ctl: string, pid3: string, name: string) =>

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findDuplicate, getMessage, listMessages, pruneMessages, recordMessage, updateMessage } from '../../src/messages/message-log.js';
-import { retentionDays } from '../../src/messages/pruner.js';
+import { retentionDays } from '../../src/config.js';
 import { DB_KINDS, openTestDb, type TestDb } from './test-db.js';
 
 describe.each(DB_KINDS)('message log (%s)', (kind) => {

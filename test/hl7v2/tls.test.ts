@@ -15,7 +15,8 @@ import { createRuntime, type Runtime } from '../../src/runtime.js';
 import { getMessage, listMessages } from '../../src/messages/message-log.js';
 import { frame, MllpDecoder } from '../../facades/hl7v2/mllp.js';
 import { inboundDeps } from '../../facades/hl7v2/index.js';
-import { startMllpListener, tlsFromEnv, type MllpListener } from '../../facades/hl7v2/inbound/listener.js';
+import { startMllpListener, type MllpListener } from '../../facades/hl7v2/inbound/listener.js';
+import { tlsFromEnv } from '../../facades/hl7v2/config.js';
 import type { ProcessorDeps } from '../../facades/hl7v2/inbound/processor.js';
 import { DB_KINDS, openTestDb, type TestDb } from './test-db.js';
 import { msa } from './harness.js';
@@ -147,9 +148,9 @@ describe.skipIf(!hasOpenssl).each(DB_KINDS)('MLLP over TLS (%s)', (kind) => {
   beforeAll(async () => {
     pki = makePki();
     t = await openTestDb(kind);
-    const config = loadConfig({ AUTH: 'off', DATA_DIR: '/tmp/conflux-hl7-test', PORT: '0' });
+    const config = await loadConfig({ AUTH: 'off', DATA_DIR: '/tmp/conflux-hl7-test', PORT: '0' });
     rt = await createRuntime(config, { db: t.db });
-    deps = await inboundDeps({ db: rt.db, router: rt.router, config, log: { info: () => undefined, warn: (m: string) => void warnings.push(m), error: () => undefined } });
+    deps = await inboundDeps({ db: rt.db, router: rt.router, log: { info: () => undefined, warn: (m: string) => void warnings.push(m), error: () => undefined } });
   }, 60_000);
   afterAll(async () => {
     for (const l of listeners) await l.close();

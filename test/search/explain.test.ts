@@ -1,13 +1,19 @@
 /**
  * On PostgreSQL (TEST_DATABASE_URL), the representative queries must be answered from the index tables:
- * the plans use our btree indexes and never scan `resource` or an index table sequentially.
+ * the plans use our btree indexes and never scan `resource` or an index table sequentially. A plan depends on the
+ * volume of data, so this runs over the whole shared corpus (40 Synthea patients), skipped when it is absent.
  */
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Patient } from '@medplum/fhirtypes';
 import { searchResources } from '../../src/fhir/search/index.js';
 import { loadResources, postgresDb, syntheaResources } from './helpers.js';
 import type { TestDb } from './helpers.js';
 import type { Queryable } from '../../src/db/database.js';
+import { noteCorpusAbsent, SHARED_DATA } from '../../tools/shared-data.js';
+
+noteCorpusAbsent();
+const corpus = () => syntheaResources(path.join(SHARED_DATA!, 'fhir/synthea'));
 
 /** Wraps a database so every SELECT that fetches resources is EXPLAINed as well; plans are collected. */
 function explaining(db: Queryable, plans: string[]): Queryable {
@@ -23,12 +29,12 @@ function explaining(db: Queryable, plans: string[]): Queryable {
   };
 }
 
-describe.skipIf(!process.env.TEST_DATABASE_URL)('search plans on PostgreSQL use indexes', () => {
+describe.skipIf(!process.env.TEST_DATABASE_URL || !SHARED_DATA)('search plans on PostgreSQL use indexes (shared corpus)', () => {
   let t: TestDb;
-  const patient = syntheaResources().find((r) => r.resourceType === 'Patient') as Patient;
+  const patient = (SHARED_DATA ? corpus() : []).find((r) => r.resourceType === 'Patient') as Patient;
   beforeAll(async () => {
     t = (await postgresDb())!;
-    await loadResources(t.db, syntheaResources());
+    await loadResources(t.db, corpus());
     await t.db.query('ANALYZE');
   }, 300_000);
   afterAll(async () => {

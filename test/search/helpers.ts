@@ -1,43 +1,13 @@
 /**
- * Test fixtures for search: the 40 Synthea bundles as plain resources (urn:uuid references rewritten to
- * Type/id, as the repository's transaction does), loaded straight into `resource` + the index tables.
+ * Test fixtures for search: the Synthea bundles as plain resources (tools/synthea.ts), loaded straight into
+ * `resource` + the index tables.
  */
-import { readdirSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import type { Bundle, Resource } from '@medplum/fhirtypes';
+import type { Resource } from '@medplum/fhirtypes';
 import type { Database } from '../../src/db/database.js';
 import { openDatabase } from '../../src/db/open.js';
 import { migrate } from '../../src/db/migrate.js';
 import { indexResource, patientCompartmentsOf } from '../../src/fhir/search/index.js';
-import { sharedPath } from '../helpers/shared-data.js';
-
-export const SYNTHEA_DIR = sharedPath('fhir/synthea');
-
-let cache: Resource[] | undefined;
-
-/** Every resource of the 40 bundles, with references rewritten and a fixed meta.lastUpdated. */
-export function syntheaResources(): Resource[] {
-  if (cache) return cache;
-  const out: Resource[] = [];
-  for (const file of readdirSync(SYNTHEA_DIR).filter((f) => f.endsWith('.json')).sort()) {
-    const bundle = JSON.parse(readFileSync(path.join(SYNTHEA_DIR, file), 'utf8')) as Bundle;
-    const map = new Map<string, string>();
-    for (const e of bundle.entry ?? []) {
-      if (e.fullUrl && e.resource?.id) map.set(e.fullUrl, `${e.resource.resourceType}/${e.resource.id}`);
-    }
-    for (const e of bundle.entry ?? []) {
-      const text = JSON.stringify(e.resource).replace(/"reference":"(urn:uuid:[^"]+)"/g, (m, u: string) =>
-        map.has(u) ? `"reference":"${map.get(u)}"` : m,
-      );
-      out.push(JSON.parse(text) as Resource);
-    }
-  }
-  // Practitioners and Organizations recur across bundles (conditional creates): keep one of each id.
-  const byKey = new Map<string, Resource>();
-  for (const r of out) byKey.set(`${r.resourceType}/${r.id}`, r);
-  cache = [...byKey.values()];
-  return cache;
-}
+export { syntheaResources } from '../../tools/synthea.js';
 
 let seq = 0;
 

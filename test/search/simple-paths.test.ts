@@ -6,7 +6,7 @@ import { loadFhirDefinitions } from '../../src/fhir/definitions.js';
 import { indexedParamsOf } from '../../src/fhir/search/definitions.js';
 import { initSearchDefinitions } from '../../src/fhir/search/index.js';
 import { compileSimplePath } from '../../src/fhir/search/simple-paths.js';
-import { sharedPath } from '../helpers/shared-data.js';
+import { fixturePath } from '../../tools/shared-data.js';
 
 /** Edge cases a plain path meets: primitives with extensions, arrays of arrays, choice types, contained resources. */
 const EDGE_CASES: Resource[] = [
@@ -36,17 +36,14 @@ const EDGE_CASES: Resource[] = [
   } as Resource,
 ];
 
+/** Real resources of many types: the Synthea bundles in test/fixtures. */
 function syntheaResources(limit: number): Resource[] {
-  try {
-    const dir = sharedPath('fhir', 'synthea');
-    return readdirSync(dir)
-      .filter((f) => f.endsWith('.json'))
-      .slice(0, 3)
-      .flatMap((f) => ((JSON.parse(readFileSync(`${dir}/${f}`, 'utf8')) as Bundle).entry ?? []).map((e) => e.resource as Resource))
-      .slice(0, limit);
-  } catch {
-    return []; // the shared corpus is an extra; the edge cases above always run
-  }
+  const dir = fixturePath('fhir', 'synthea');
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .slice(0, 3)
+    .flatMap((f) => ((JSON.parse(readFileSync(`${dir}/${f}`, 'utf8')) as Bundle).entry ?? []).map((e) => e.resource as Resource))
+    .slice(0, limit);
 }
 
 describe('plain-path search expressions', () => {

@@ -1,5 +1,5 @@
 /**
- * Identity conflicts over a real pty (socat) and a real database (DESIGN principle 5, issue 20): an ASTM report
+ * Identity conflicts over a real pty (socat) and a real database (docs/design.md principle 5, issue 20): an ASTM report
  * whose sample id already belongs to another patient is not filed (before, its results were taken for
  * duplicates and the new patient's result was lost); the message is held as an identity conflict, the other
  * patient's results stay as they were, same-patient resends and corrections still file, and an operator files

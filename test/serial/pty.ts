@@ -56,14 +56,7 @@ export function eventQueue<T>(): { push(e: T): void; next(): Promise<T> } {
   };
 }
 
-/** Polls `cond` until it holds; fails naming `what` it waited for (a hang would only say "test timed out"). */
-export async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+export { until } from '../helpers/until.js';
 
 /** Tears a pty suite down in order: the facade's port, the analyzer's end, socat, the database, the pty links' folder. */
 export async function stopRig(r: { running?: RunningPort; analyzer?: SerialPort; pty?: PtyPair; env?: { close(): Promise<void> }; dir?: string }): Promise<void> {

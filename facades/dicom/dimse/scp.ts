@@ -1,7 +1,7 @@
 /**
  * The DIMSE service provider on dcmjs-dimse: association policy (known AEs), C-ECHO, C-STORE streamed
  * to the blob store, C-FIND (Patient/Study Root, Modality Worklist), C-MOVE, C-GET and MPPS N-CREATE/
- * N-SET. Every success status is sent only after the database commit (DESIGN.md principle 2).
+ * N-SET. Every success status is sent only after the database commit (docs/design.md principle 2).
  */
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
@@ -132,7 +132,7 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
     constructor(socket: Socket, opts?: ScpOptions) {
       super(socket, opts);
       this.sock = socket;
-      // Nagle plus delayed ACKs would hold every response ~40 ms (DESIGN.md "measured facts").
+      // Nagle plus delayed ACKs would hold every response ~40 ms (docs/design.md "measured facts").
       socket.setNoDelay(true);
       this.on('close', () => this.flushStudies());
     }

@@ -2,7 +2,6 @@
  * The MLLP listener: TCP (or TLS) connections, framing, one message at a time per connection (ACKs go
  * back in order), idle timeouts, a maximum message size. Many connections run concurrently.
  */
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { frame, MllpDecoder } from '../mllp.js';
@@ -17,26 +16,6 @@ export interface ListenerOptions {
 }
 
 export type ListenerTls = NonNullable<ListenerOptions['tls']>;
-
-/**
- * TLS settings from MLLP_TLS_CERT / MLLP_TLS_KEY / MLLP_TLS_CA. A half-done configuration is an error, not
- * plain TCP: an operator who set a certificate expects encryption, and one who set a CA expects to refuse
- * senders without a client certificate.
- */
-export function tlsFromEnv(env: NodeJS.ProcessEnv): ListenerTls | undefined {
-  const { MLLP_TLS_CERT: cert, MLLP_TLS_KEY: key, MLLP_TLS_CA: ca } = env;
-  if (!cert && !key && !ca) return undefined;
-  const missing = [!cert && 'MLLP_TLS_CERT', !key && 'MLLP_TLS_KEY'].filter(Boolean);
-  if (missing.length) throw new Error(`MLLP over TLS is configured only in part: ${missing.join(' and ')} not set`);
-  const read = (name: string, file: string) => {
-    try {
-      return readFileSync(file);
-    } catch (e) {
-      throw new Error(`${name}: cannot read ${file}: ${(e as Error).message}`);
-    }
-  };
-  return { cert: read('MLLP_TLS_CERT', cert!), key: read('MLLP_TLS_KEY', key!), ca: ca ? read('MLLP_TLS_CA', ca) : undefined, requestCert: !!ca };
-}
 
 export interface MllpListener {
   port: number;

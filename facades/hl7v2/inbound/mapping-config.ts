@@ -4,6 +4,7 @@
  * one. Loaded from the JSON file named by HL7_MAPPING_FILE, merged over these defaults.
  */
 import { readFileSync } from 'node:fs';
+import { ConfigError } from '../../../src/env.js';
 
 export interface CodeTarget {
   system: string;
@@ -79,13 +80,13 @@ export const DEFAULT_MAPPING: MappingConfig = {
   processingIds: ['P', 'T', 'D'],
 };
 
-export function loadMappingConfig(file = process.env.HL7_MAPPING_FILE): MappingConfig {
+export function loadMappingConfig(file: string | undefined): MappingConfig {
   if (!file) return DEFAULT_MAPPING;
   let parsed: Partial<MappingConfig>;
   try {
     parsed = JSON.parse(readFileSync(file, 'utf8')) as Partial<MappingConfig>;
   } catch (err) {
-    throw new Error(`HL7_MAPPING_FILE ${file}: ${(err as Error).message}`);
+    throw new ConfigError('HL7_MAPPING_FILE', `HL7_MAPPING_FILE ${file}: ${(err as Error).message}`);
   }
   return mergeMapping(parsed);
 }

@@ -5,6 +5,7 @@
 import type { Queryable, Tx } from '../../../src/index.js';
 import type { FacadeContext, RunningFacade } from '../../../src/index.js';
 import type { Runtime } from '../../../src/index.js';
+import type { OutboundSettings } from '../config.js';
 import { outboundAdminRouter } from './admin.js';
 import { listDestinations, readDestinationsFile, saveDestination } from './destinations.js';
 import { enqueue, type NewOutboxRow } from './outbox.js';
@@ -22,26 +23,22 @@ export interface OutboundHandle extends RunningFacade {
 
 const started = new WeakMap<Runtime, OutboundHandle>();
 
-function intEnv(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const v = env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got "${v}"`);
-  return n;
+/** The outbound the HL7 v2 facade started for a server's runtime (tests, the benchmark). */
+export function outboundOf(rt: Runtime): OutboundHandle {
+  const handle = started.get(rt);
+  if (!handle) throw new Error('HL7 v2 outbound has not been started for this runtime (is the hl7v2 plug-in installed?)');
+  return handle;
 }
 
-export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle> {
-  const rt = ctx.runtime ?? ctx;
+/** Starts outbound for the runtime, or returns the handle of the one already started for it. */
+export async function startOutbound(ctx: FacadeContext<OutboundSettings>): Promise<OutboundHandle> {
+  const rt = ctx.runtime;
   const already = started.get(rt);
   if (already) return already;
-  const { db, repo, log } = ctx;
-  const env = ctx.config.env;
-  const opts: WorkerOptions = {
-    pollMs: intEnv(env, 'HL7_OUTBOUND_POLL_MS', 200),
-    batch: intEnv(env, 'HL7_OUTBOUND_BATCH', 16),
-    connectTimeoutMs: intEnv(env, 'HL7_OUTBOUND_CONNECT_TIMEOUT_MS', 10_000),
-  };
-  const refreshMs = intEnv(env, 'HL7_OUTBOUND_REFRESH_MS', 2000);
+  const { db, repo } = rt;
+  const { log, settings } = ctx;
+  const opts: WorkerOptions = { pollMs: settings.pollMs, batch: settings.batch, connectTimeoutMs: settings.connectTimeoutMs };
+  const { refreshMs } = settings;
 
   let active: ActiveDestination[] = [];
   /** When `active` was last read (Date.now()); the hook re-reads it when older than refreshMs. */
@@ -79,10 +76,10 @@ export async function startOutbound(ctx: FacadeContext): Promise<OutboundHandle>
     }
   };
 
-  ctx.admin.use('/outbound', outboundAdminRouter(db, { changed: refresh }));
+  rt.admin.use('/outbound', outboundAdminRouter(db, { changed: refresh }));
 
   if (ctx.listen) {
-    const file = env.HL7_DESTINATIONS_FILE;
+    const file = settings.destinationsFile;
     if (file) {
       const fromFile = readDestinationsFile(file);
       for (const d of fromFile) await saveDestination(db, d, { keepPaused: true });

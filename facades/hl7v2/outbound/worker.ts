@@ -41,7 +41,11 @@ export class DestinationWorker {
   /** Consecutive transport failures: the whole destination waits, not just one row. */
   private failures = 0;
   private holdUntil = 0;
-  readonly stats = { delivered: 0, dead: 0, retried: 0 };
+  /**
+   * `passes` counts the worker loop's turns (a claim, a wait while paused or held): proof that the worker looked,
+   * for whoever must tell "nothing to send" from "not looked yet" (the tests).
+   */
+  readonly stats = { delivered: 0, dead: 0, retried: 0, passes: 0 };
 
   constructor(
     private dest: Destination,
@@ -113,6 +117,7 @@ export class DestinationWorker {
 
   private async run(): Promise<void> {
     while (this.running) {
+      this.stats.passes++;
       if (this.dest.paused) {
         await this.sleep(this.opts.pollMs);
         continue;

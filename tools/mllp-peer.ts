@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import { Hl7Message } from '@medplum/core';
-import { frame, MllpDecoder } from '../../facades/hl7v2/mllp.js';
+import { frame, MllpDecoder } from '../facades/hl7v2/mllp.js';
 
 export type PeerAction = 'AA' | 'AE' | 'AR' | 'drop' | { delayMs: number; code: 'AA' | 'AE' | 'AR' };
 
