@@ -108,7 +108,7 @@ async function endToEnd(label: string, anchor: number, databaseUrl?: string): Pr
   const config = loadConfig({ AUTH: 'off', PORT: '0' });
   const rt = await createRuntime(config, { db });
   const quiet = { info: () => undefined, warn: () => undefined, error: (m: string) => console.error(m) };
-  const deps = await inboundDeps({ db: rt.db, router: rt.router, config, log: quiet });
+  const deps = await inboundDeps({ db: rt.db, router: rt.router, write: rt.write, config, log: quiet });
   const listener = await startMllpListener(deps, { port: 0, host: '127.0.0.1' });
   const cpu0 = process.cpuUsage();
   const { latencies, secs, errors } = await drive(listener.port);

@@ -11,6 +11,7 @@ export { type AccessPolicy, type Interaction, systemAccess } from './fhir/access
 export { FhirError, outcome, allOk, badRequest, notFound, gone, conflict, preconditionFailed, forbidden } from './fhir/outcome.js';
 export { Repository, type ChangeEvent, type ChangeHook, type WriteResult, type StoredVersion, parseQuery, parseETag } from './fhir/repository.js';
 export { FhirRouter, type FhirRequest, type FhirResponse, type HttpMethod } from './fhir/router.js';
+export { systemWriter, responseBundle, type SystemWriter, type WriteRequest, type WrittenEntry, type FailedEntry } from './fhir/write.js';
 export { loadFhirDefinitions } from './fhir/definitions.js';
 export { assertValidResource, isResourceType } from './fhir/validation.js';
 export { searchResources, searchIds, patientCompartmentsOf, type SearchAccess, type SearchRequest } from './fhir/search/index.js';

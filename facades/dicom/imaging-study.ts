@@ -5,8 +5,8 @@
  * accession number or worklist Study Instance UID) through the repository, the one write path.
  * Batching per study keeps a 2,000-instance study from writing 2,000 ImagingStudy versions.
  */
-import type { Bundle, BundleEntry, ImagingStudy, ImagingStudySeries, Patient } from '@medplum/fhirtypes';
-import { type Database, type FhirRouter, guardPatientIdentity, type Logger, systemAccess, type Tx } from '../../src/index.js';
+import type { BundleEntry, ImagingStudy, ImagingStudySeries, Patient } from '@medplum/fhirtypes';
+import { type Database, guardPatientIdentity, type Logger, type SystemWriter, type Tx } from '../../src/index.js';
 import { type DicomConfig, issuerToSystem } from './config.js';
 import { type DicomJson, str } from './part10.js';
 import { patientIdentity } from './patient-identity.js';
@@ -74,7 +74,7 @@ export class ImagingStudySync {
 
   constructor(
     private readonly db: Database,
-    private readonly router: FhirRouter,
+    private readonly writer: SystemWriter,
     private readonly cfg: DicomConfig,
     private readonly dicomwebBase: () => string,
     private readonly log: Logger,
@@ -233,15 +233,12 @@ export class ImagingStudySync {
       e.changeSeq = s.change_seq;
       throw e;
     }
-    const bundle = guarded.bundle;
-    const res = await this.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: bundle, access: systemAccess('dicom'), tx });
-    const out = res.resource as Bundle;
-    const loc = (i: number) => /(?:^|\/)([A-Z][A-Za-z]+)\/([^/]+)(?:\/_history\/[^/]+)?$/.exec(out.entry?.[i]?.response?.location ?? '')?.[2];
-    if (!this.endpointId && cacheEndpoint) this.endpointId = loc(1);
-    const imagingStudyId = loc(entries.length - 1);
-    await tx.query('UPDATE dicom_study SET imaging_study_id = $2, fhir_dirty = (change_seq <> $3) WHERE study_uid = $1', [studyUid, imagingStudyId ?? null, s.change_seq]);
-    const patientId = loc(0);
-    return { imagingStudy: imagingStudyId && `ImagingStudy/${imagingStudyId}`, patient: patientId && `Patient/${patientId}` };
+    const written = await this.writer.transaction({ actor: 'dicom', entries: guarded.bundle.entry ?? [], tx });
+    // Entries: the Patient, the Endpoint when none is cached, the ImagingStudy last.
+    if (!this.endpointId && cacheEndpoint) this.endpointId = written[1]?.id;
+    const imagingStudy = written[entries.length - 1]!;
+    await tx.query('UPDATE dicom_study SET imaging_study_id = $2, fhir_dirty = (change_seq <> $3) WHERE study_uid = $1', [studyUid, imagingStudy.id, s.change_seq]);
+    return { imagingStudy: imagingStudy.reference, patient: written[0]!.reference };
   }
 
   /** ServiceRequests this study fulfils: the worklist entry that issued its Study Instance UID, or the accession number. */

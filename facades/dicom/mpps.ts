@@ -6,7 +6,7 @@
  * the commit. IN PROGRESS → in-progress, COMPLETED → completed, DISCONTINUED → stopped.
  */
 import type { Procedure, ServiceRequest } from '@medplum/fhirtypes';
-import { type Database, type FhirRouter, guardPatientIdentity, type Repository, searchIds, systemAccess, type Tx } from '../../src/index.js';
+import { type Database, guardPatientIdentity, type Repository, searchIds, type SystemWriter, type Tx } from '../../src/index.js';
 import { type DicomConfig, issuerToSystem } from './config.js';
 import { dicomDateTime } from './imaging-study.js';
 import { type DicomJson, str } from './part10.js';
@@ -26,7 +26,7 @@ export class MppsService {
   constructor(
     private readonly db: Database,
     private readonly repo: Repository,
-    private readonly router: FhirRouter,
+    private readonly writer: SystemWriter,
     private readonly cfg: DicomConfig,
   ) {}
 
@@ -115,9 +115,7 @@ export class MppsService {
       const other = c.existingPatientIdentifiers.map((i) => i.value).filter(Boolean)[0];
       throw new MppsError(0x0110, `MPPS is another patient's${other ? ` (ID ${other})` : ''}: ${c.existing}`);
     }
-    const res = await this.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: guarded.bundle, access: systemAccess('dicom'), tx });
-    const out = res.resource as import('@medplum/fhirtypes').Bundle;
-    const location = out.entry?.[entries.length - 1]?.response?.location ?? '';
-    return /(?:^|\/)Procedure\/([^/]+)(?:\/_history\/[^/]+)?$/.exec(location)?.[1] ?? '';
+    const written = await this.writer.transaction({ actor: 'dicom', entries: guarded.bundle.entry ?? [], tx });
+    return written[entries.length - 1]!.id;
   }
 }

@@ -2,10 +2,8 @@
  * The HL7 v2 facade: inbound MLLP listener (ORU/OUL, ORM/OML, ADT → FHIR through the repository's
  * transaction), message log admin routes, and the outbound destinations (outbox → MLLP toward the EHR).
  */
-import type { Bundle } from '@medplum/fhirtypes';
 import type { Facade, FacadeContext } from '../../src/index.js';
-import { registerHeldFiling, systemAccess } from '../../src/index.js';
-import type { Tx } from '../../src/index.js';
+import { registerHeldFiling } from '../../src/index.js';
 import { mergePatients } from '../../src/index.js';
 import { messageAdminRoutes } from './inbound/admin-routes.js';
 import { startMllpListener, tlsFromEnv, type MllpListener } from './inbound/listener.js';
@@ -14,7 +12,7 @@ import { fileHeldAsNew, type DevicePort, type ProcessorDeps } from './inbound/pr
 import { startOutbound } from './outbound/index.js';
 
 /** Builds what the inbound processor needs from a running Conflux. */
-export async function inboundDeps(ctx: Pick<FacadeContext, 'db' | 'router' | 'log' | 'config'>): Promise<ProcessorDeps> {
+export async function inboundDeps(ctx: Pick<FacadeContext, 'db' | 'router' | 'write' | 'log' | 'config'>): Promise<ProcessorDeps> {
   const mapping = loadMappingConfig(ctx.config.env.HL7_MAPPING_FILE);
   let devices: DevicePort | undefined;
   try {
@@ -27,10 +25,7 @@ export async function inboundDeps(ctx: Pick<FacadeContext, 'db' | 'router' | 'lo
     mapping: () => mapping,
     devices,
     log: ctx.log,
-    transact: async (bundle: Bundle, tx: Tx) => {
-      const res = await ctx.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: bundle, access: systemAccess('hl7v2'), tx });
-      return res.resource as Bundle;
-    },
+    transact: (bundle, tx) => ctx.write.transaction({ actor: 'hl7v2', entries: bundle.entry ?? [], tx }),
     // The router's repository: the same write path (versions, index, outbox hooks) the transaction used.
     mergePatients: (tx, req) => mergePatients(ctx.router.ctx.repo, tx, req),
   };

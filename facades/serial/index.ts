@@ -33,7 +33,7 @@ export function startPort(cfg: PortConfig, deps: Omit<HandlerDeps, 'write'>): Ru
 export const facade: Facade = {
   name: 'serial',
   async start(ctx: FacadeContext): Promise<RunningFacade> {
-    const store: DeviceStore = deviceStore({ db: ctx.db, repo: ctx.repo, router: ctx.router, actor: 'facade:serial' });
+    const store: DeviceStore = deviceStore({ db: ctx.db, repo: ctx.repo, write: ctx.write, actor: 'facade:serial' });
     ctx.admin.use(deviceAdminRouter(store));
     const file = ctx.config.env.SERIAL_CONFIG_FILE;
     const ports: RunningPort[] = [];

@@ -5,9 +5,9 @@
  * a resend of a processed message (same sender and MSH-10) is answered AA with nothing new; a device reading without
  * a patient is held, never guessed; an identifier of another patient's data refuses the message (held for review).
  */
-import type { Bundle, BundleEntry, Identifier, Reference, Resource } from '@medplum/fhirtypes';
+import type { Bundle, Identifier, Reference } from '@medplum/fhirtypes';
 import { randomUUID } from 'node:crypto';
-import type { ConflictPolicy, Database, FiledMessage, IdentityConflict, MessagePatch, MessageRecord, MessageStatus, Queryable, Tx } from '../../../src/index.js';
+import type { ConflictPolicy, Database, FiledMessage, IdentityConflict, MessagePatch, MessageRecord, MessageStatus, Queryable, Tx, WrittenEntry } from '../../../src/index.js';
 import { conflict, findDuplicate, getMessage, guardPatientIdentity, recordMessage, updateMessage } from '../../../src/index.js';
 import { splitEnvelope } from '../envelope.js';
 import { Hl7ParseError, Hl7v2Message, readDelimiters, Segment, type Delimiters } from '../message.js';
@@ -28,8 +28,8 @@ export interface DevicePort {
 
 export interface ProcessorDeps {
   db: Database;
-  /** Executes a FHIR transaction Bundle inside `tx` through the repository's one write path. */
-  transact(bundle: Bundle, tx: Tx): Promise<Bundle>;
+  /** Writes a FHIR transaction Bundle's entries inside `tx` through the core's system write port; one result per entry. */
+  transact(bundle: Bundle, tx: Tx): Promise<WrittenEntry[]>;
   mapping: () => MappingConfig;
   devices?: DevicePort;
   log: { info(m: string): void; warn(m: string): void; error(m: string): void };
@@ -280,7 +280,7 @@ async function writeMapped(
   const guarded = await guardPatientIdentity(tx, input, policy);
   if (guarded.conflicts.length) return { conflicts: guarded.conflicts };
   const bundle = guarded.bundle;
-  const refs = resultRefs(bundle, await deps.transact(bundle, tx));
+  const refs = (await deps.transact(bundle, tx)).map((w) => w.reference);
   for (const m of mapped.merges ?? []) {
     if (!deps.mergePatients) throw new Error('patient merge is not available in this process; the merge was not applied');
     const ref = (fullUrl: string) => refs[bundle.entry!.findIndex((e) => e.fullUrl === fullUrl)] ?? fullUrl;
@@ -304,17 +304,6 @@ function base(msg: Hl7v2Message, raw: Buffer, meta: { remoteAddress?: string; ch
     version: msg.version || null,
     replayOf: meta.replayOf ?? null,
   };
-}
-
-/** 'Type/id' for each entry, from the transaction response locations. */
-function resultRefs(bundle: Bundle, response: Bundle): string[] {
-  return (response.entry ?? []).map((e: BundleEntry, i) => {
-    const loc = e.response?.location ?? '';
-    const m = /([A-Za-z]+)\/([^/]+)(\/_history\/.*)?$/.exec(loc);
-    if (m) return `${m[1]}/${m[2]}`;
-    const r = e.resource as Resource | undefined;
-    return r?.id ? `${r.resourceType}/${r.id}` : `${(bundle.entry?.[i]?.resource as Resource | undefined)?.resourceType ?? '?'}/?`;
-  });
 }
 
 /** Sets the associated patient as subject of every reading in a device bundle. */
