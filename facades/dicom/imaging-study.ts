@@ -6,7 +6,7 @@
  * Batching per study keeps a 2,000-instance study from writing 2,000 ImagingStudy versions.
  */
 import type { BundleEntry, ImagingStudy, ImagingStudySeries, Patient } from '@medplum/fhirtypes';
-import { type Database, guardPatientIdentity, type Logger, type SystemWriter, type Tx } from '../../src/index.js';
+import { ConfluxError, type Database, guardPatientIdentity, type Logger, type SystemWriter, type Tx } from '../../src/index.js';
 import { type DicomConfig, issuerToSystem } from './config.js';
 import { type DicomJson, str } from './part10.js';
 import { patientIdentity } from './patient-identity.js';
@@ -61,10 +61,10 @@ function personName(dicom: string): Patient['name'] {
 }
 
 /** The study's ImagingStudy belongs to another Patient than the index says: the sync refuses to move it. */
-export class StudyIdentityConflict extends Error {
+export class StudyIdentityConflict extends ConfluxError {
   changeSeq?: string | number;
   constructor(studyUid: string, existing: string, existingPatient: string) {
-    super(`${existing} (study ${studyUid}) belongs to ${existingPatient}, not to the patient the DICOM index names; not moved, resolve it by hand`);
+    super('identity-conflict', `${existing} (study ${studyUid}) belongs to ${existingPatient}, not to the patient the DICOM index names; not moved, resolve it by hand`);
   }
 }
 
@@ -105,7 +105,9 @@ export class ImagingStudySync {
             // Retrying cannot help until someone decides: stop re-syncing this version of the study (a new
             // instance marks it dirty again and it is checked again) and say so once.
             this.log.error(`ImagingStudy sync of ${uid} refused: ${err.message}`);
-            await this.db.query('UPDATE dicom_study SET fhir_dirty = false WHERE study_uid = $1 AND change_seq = $2', [uid, err.changeSeq ?? -1]).catch(() => undefined);
+            await this.db
+              .query('UPDATE dicom_study SET fhir_dirty = false WHERE study_uid = $1 AND change_seq = $2', [uid, err.changeSeq ?? -1])
+              .catch((e: Error) => this.log.warn(`ImagingStudy sync of ${uid}: could not stop re-syncing it (${e.message}); it is refused again next time`));
             return;
           }
           // A cached Endpoint that was deleted meanwhile would fail every sync: look it up again next time.

@@ -30,7 +30,7 @@ export const facade: Facade = {
     const cfg = loadDicomConfig(rt.config.env);
     const blobs = openBlobStore({ dataDir: rt.config.dataDir });
     const dicomwebBase = () => `${rt.config.baseUrl}/dicomweb`;
-    const store = new InstanceStore(rt.db, blobs, { defaultIssuer: cfg.defaultIssuer });
+    const store = new InstanceStore(rt.db, blobs, { defaultIssuer: cfg.defaultIssuer }, ctx.log);
     const sync = new ImagingStudySync(rt.db, rt.write, cfg, dicomwebBase, ctx.log);
     const mpps = new MppsService(rt.db, rt.repo, rt.write, cfg);
     let timer: NodeJS.Timeout | undefined;

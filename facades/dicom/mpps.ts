@@ -6,17 +6,18 @@
  * the commit. IN PROGRESS → in-progress, COMPLETED → completed, DISCONTINUED → stopped.
  */
 import type { Procedure, ServiceRequest } from '@medplum/fhirtypes';
-import { type Database, guardPatientIdentity, type Repository, searchIds, type SystemWriter, type Tx } from '../../src/index.js';
+import { absentIfGone, ConfluxError, type Database, guardPatientIdentity, type Repository, searchIds, type SystemWriter, type Tx } from '../../src/index.js';
 import { type DicomConfig, issuerToSystem } from './config.js';
 import { dicomDateTime } from './imaging-study.js';
 import { type DicomJson, str } from './part10.js';
 
-export class MppsError extends Error {
+/** An MPPS N-CREATE/N-SET refused with a DIMSE status. */
+export class MppsError extends ConfluxError {
   constructor(
-    readonly status: number,
+    readonly dimseStatus: number,
     message: string,
   ) {
-    super(message);
+    super('dicom-refused', message);
   }
 }
 
@@ -79,7 +80,7 @@ export class MppsService {
   private async writeProcedure(tx: Tx, sopUid: string, attrs: DicomJson, sourceAe: string): Promise<string> {
     const status = STATUS_MAP[str(attrs, '00400252')] ?? 'unknown';
     const srId = await this.findOrder(tx, attrs);
-    const sr = srId ? await this.repo.readResource<ServiceRequest>('ServiceRequest', srId, tx).catch(() => undefined) : undefined;
+    const sr = srId ? await this.repo.readResource<ServiceRequest>('ServiceRequest', srId, tx).catch(absentIfGone) : undefined;
     const start = dicomDateTime(str(attrs, '00400244'), str(attrs, '00400245'));
     const end = dicomDateTime(str(attrs, '00400250'), str(attrs, '00400251'));
     const entries: NonNullable<import('@medplum/fhirtypes').Bundle['entry']> = [];

@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { CodeableConcept, Patient, ServiceRequest } from '@medplum/fhirtypes';
-import { type ChangeEvent, type Database, type Repository, searchIds, type Tx } from '../../src/index.js';
+import { absentIfGone, type ChangeEvent, type Database, type Repository, searchIds, type Tx } from '../../src/index.js';
 import { type DicomConfig, systemToIssuer } from './config.js';
 import { matches, project } from './matching.js';
 import type { DicomJson } from './part10.js';
@@ -105,7 +105,7 @@ export async function backfillWorklist(db: Database, repo: Repository, cfg: Dico
   const ids = await searchIds(db, 'ServiceRequest', [['status', 'active']], 10_000);
   let n = 0;
   for (const id of ids) {
-    const sr = await repo.readResource<ServiceRequest>('ServiceRequest', id).catch(() => undefined);
+    const sr = await repo.readResource<ServiceRequest>('ServiceRequest', id).catch(absentIfGone);
     const row = sr && worklistRow(sr, cfg);
     if (row) {
       await upsertWorklist(db, row);
@@ -182,7 +182,7 @@ export async function findWorklist(db: Database, repo: Repository, cfg: DicomCon
   const out: DicomJson[] = [];
   for (const row of rows) {
     const m = /^Patient\/(.+)$/.exec(row.patient_ref);
-    const patient = m ? await repo.readResource<Patient>('Patient', m[1]).catch(() => undefined) : undefined;
+    const patient = m ? await repo.readResource<Patient>('Patient', m[1]).catch(absentIfGone) : undefined;
     const item = worklistItem(row, patient, cfg);
     if (matches(query, item)) out.push(project(query, item));
     if (out.length >= limit) break;

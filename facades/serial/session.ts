@@ -79,6 +79,7 @@ export function astmHandler(cfg: PortConfig, deps: HandlerDeps): PortHandler {
   const receiver = new AstmReceiver({
     write: deps.write,
     receiveTimeoutMs: cfg.receiveTimeoutMs,
+    onError: (err) => deps.log.warn(`port ${cfg.name}: ${err instanceof Error ? err.message : String(err)}`),
     onMessage: async (m) => {
       // Logged (committed) first, so the raw bytes survive whatever mapping does.
       const id = await recordMessage(db, { channel: CHANNEL, direction: 'in', raw: m.raw, sender: cfg.name, messageType: 'ASTM', remoteAddress: cfg.path });
@@ -88,7 +89,7 @@ export function astmHandler(cfg: PortConfig, deps: HandlerDeps): PortHandler {
       } catch (err) {
         const msg = (err as Error).message;
         const isData = !(err as { code?: string }).code; // pg errors carry a SQLSTATE code: retryable
-        await updateMessage(db, id, { status: 'error', error: msg }).catch(() => undefined);
+        await updateMessage(db, id, { status: 'error', error: msg }).catch((le: Error) => deps.log.error(`port ${cfg.name}: message ${id} error not logged: ${le.message}`));
         deps.onProcessed?.({ messageId: id, error: msg });
         deps.log.warn(`port ${cfg.name}: message ${id} not filed: ${msg}`);
         if (isData) return; // bad content: ACK (resending will not help); it is in the log with its error

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, BundleEntryResponse, Resource } from '@medplum/fhirtypes';
 import type { Tx } from '../db/database.js';
+import { ConfluxError } from '../errors.js';
 import { badRequest, FhirError, outcome, preconditionFailed } from './outcome.js';
 import { parseQuery } from './repository.js';
 import type { FhirRequest, FhirResponse, FhirRouter, HttpMethod, RouterContext } from './router.js';
@@ -253,11 +254,12 @@ function errorEntry(e: FhirError): BundleEntry {
 }
 
 /** Prefixes the failure with the entry it came from, so the client can find it in a 500-entry Bundle. */
-export function atEntry(err: unknown, index: number): FhirError {
-  if ((err as { wholeTransaction?: boolean }).wholeTransaction) return err as FhirError;
-  if (!(err instanceof FhirError)) {
-    return new FhirError(500, outcome('error', 'exception', `Bundle.entry[${index}]: ${(err as Error).message}`));
-  }
+export function atEntry(failure: unknown, index: number): FhirError {
+  if ((failure as { wholeTransaction?: boolean }).wholeTransaction) return failure as FhirError;
+  let err: FhirError;
+  if (failure instanceof FhirError) err = failure;
+  else if (failure instanceof ConfluxError) err = new FhirError(failure.httpStatus, failure.toOutcome());
+  else return new FhirError(500, outcome('error', 'exception', `Bundle.entry[${index}]: ${(failure as Error).message}`));
   const issues = (err.outcome.issue ?? []).map((issue) => ({
     ...issue,
     diagnostics: `Bundle.entry[${index}]: ${issue.diagnostics ?? issue.details?.text ?? ''}`,

@@ -8,6 +8,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Queryable } from '../db/database.js';
+import { notFound } from '../fhir/outcome.js';
 
 export type MessageStatus = 'received' | 'processed' | 'error' | 'held';
 export type MessageDirection = 'in' | 'out';
@@ -162,7 +163,7 @@ export async function updateMessage(q: Queryable, id: string, patch: MessagePatc
   sets.push('updated_at = now()');
   params.push(id);
   const res = await q.query(`UPDATE message_log SET ${sets.join(', ')} WHERE id = $${params.length}`, params);
-  if (res.rowCount === 0) throw new Error(`message ${id} not found in the message log`);
+  if (res.rowCount === 0) throw notFound(`message ${id} not found in the message log`);
 }
 
 /**

@@ -11,8 +11,13 @@ import { buildOrder, type OrderControl } from './build-orm.js';
 import { buildOru, type Withdrawal } from './build-oru.js';
 import type { Dialect } from './profiles.js';
 import { sourceProcessingId } from './triggers.js';
+import { ConfluxError } from '../../../src/index.js';
 
-export class BuildError extends Error {}
+export class BuildError extends ConfluxError {
+  constructor(message: string) {
+    super('outbound-build', message);
+  }
+}
 
 export interface Built {
   text: string;
