@@ -15,6 +15,7 @@ export { FhirRouter, type FhirRequest, type FhirResponse, type HttpMethod } from
 export { systemWriter, responseBundle, type SystemWriter, type WriteRequest, type WrittenEntry, type FailedEntry } from './fhir/write.js';
 export { loadFhirDefinitions } from './fhir/definitions.js';
 export { assertValidResource, isResourceType } from './fhir/validation.js';
+export { Sql } from './fhir/search/query.js';
 export { searchResources, searchIds, patientCompartmentsOf, type SearchAccess, type SearchRequest } from './fhir/search/index.js';
 export { VERSION } from './runtime.js';
 export { mergePatients, isMergeRepoint, PATIENT_AUDIT_SYSTEM, type PatientMergeRequest, type PatientMergeResult } from './fhir/patient-merge.js';

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Readable, Transform } from 'node:stream';
-import { type BlobStore, type Database, type HoldKind, type Logger, type Queryable, recordMessage } from '../../src/index.js';
+import { type BlobStore, type Database, type HoldKind, type Logger, type Queryable, recordMessage, Sql } from '../../src/index.js';
 import { type DicomJson, type ParsedHeader, num, parsePart10Header, str } from './part10.js';
 import { describeStoredPatient, patientIdentity, patientKey, studyPatientKeySql } from './patient-identity.js';
 import { asIngestError, IngestError, STATUS } from './failure.js';
@@ -461,15 +461,15 @@ export class InstanceStore {
   /** Instances of a study / series / one instance, in series then instance order. */
   async instances(filter: { studyUid?: string; seriesUid?: string; sopUid?: string }): Promise<IndexedInstanceRow[]> {
     const where: string[] = [];
-    const params: unknown[] = [];
-    if (filter.studyUid) where.push(`i.study_uid = $${params.push(filter.studyUid)}`);
-    if (filter.seriesUid) where.push(`i.series_uid = $${params.push(filter.seriesUid)}`);
-    if (filter.sopUid) where.push(`i.sop_uid = $${params.push(filter.sopUid)}`);
+    const sql = new Sql();
+    if (filter.studyUid) where.push(`i.study_uid = ${sql.p(filter.studyUid)}`);
+    if (filter.seriesUid) where.push(`i.series_uid = ${sql.p(filter.seriesUid)}`);
+    if (filter.sopUid) where.push(`i.sop_uid = ${sql.p(filter.sopUid)}`);
     const r = await this.db.query<IndexedInstanceRow>(
       `SELECT i.* FROM dicom_instance i JOIN dicom_series s ON s.series_uid = i.series_uid
         ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
         ORDER BY s.series_number NULLS LAST, i.series_uid, i.instance_number NULLS LAST, i.sop_uid`,
-      params,
+      sql.params,
     );
     return r.rows;
   }
