@@ -6,7 +6,7 @@ import type { Identifier } from '@medplum/fhirtypes';
 import type { DeviceStore } from '../../src/index.js';
 import { SERIAL_PORT_SYSTEM } from '../../src/index.js';
 import type { Logger } from '../../src/index.js';
-import { recordMessage, updateMessage } from '../../src/index.js';
+import { ConfluxError, recordMessage, updateMessage } from '../../src/index.js';
 import { encodeMessage } from './astm/frame.js';
 import { answerQuery } from './astm/host-query.js';
 import { AstmReceiver } from './astm/link.js';
@@ -88,7 +88,9 @@ export function astmHandler(cfg: PortConfig, deps: HandlerDeps): PortHandler {
         outcome = await processAstmText(deps.store, cfg, m.text, id);
       } catch (err) {
         const msg = (err as Error).message;
-        const isData = !(err as { code?: string }).code; // pg errors carry a SQLSTATE code: retryable
+        // A database error (it carries a SQLSTATE code) is retryable; the error model's own errors, whose `code` is
+        // theirs, and everything else are about the content.
+        const isData = err instanceof ConfluxError || !(err as { code?: string }).code;
         await updateMessage(db, id, { status: 'error', error: msg }).catch((le: Error) => deps.log.error(`port ${cfg.name}: message ${id} error not logged: ${le.message}`));
         deps.onProcessed?.({ messageId: id, error: msg });
         deps.log.warn(`port ${cfg.name}: message ${id} not filed: ${msg}`);

@@ -254,7 +254,7 @@ function errorEntry(e: FhirError): BundleEntry {
 }
 
 /** Prefixes the failure with the entry it came from, so the client can find it in a 500-entry Bundle. */
-export function atEntry(failure: unknown, index: number): FhirError {
+function atEntry(failure: unknown, index: number): FhirError {
   if ((failure as { wholeTransaction?: boolean }).wholeTransaction) return failure as FhirError;
   let err: FhirError;
   if (failure instanceof FhirError) err = failure;
