@@ -29,7 +29,7 @@ while (!existsSync(host) || !existsSync(dev)) await new Promise((r) => setTimeou
 
 const db = await openDatabase({ dataDir: null });
 const rt = await createRuntime(await loadConfig({ AUTH: 'off' }), { db });
-const store = deviceStore({ db, repo: rt.repo, router: rt.router });
+const store = deviceStore({ db, repo: rt.repo, write: rt.write });
 const patient = await store.create<Patient>({ resourceType: 'Patient', name: [{ family: 'Bench' }] });
 const d = await addDevice(store, { name: 'bench analyzer', port: host }, { who: 'bench' });
 await associate(store, { device: d.reference, patient: `Patient/${patient.id}`, start: '2000-01-01T00:00:00Z' }, { who: 'bench' });

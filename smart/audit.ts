@@ -1,9 +1,9 @@
 /**
- * AuditEvents for token issue, refusal, login and launch, written through the one repository write path
+ * AuditEvents for token issue, refusal, login and launch, written through the core's system write port
  * (docs/design.md principle 1), so they are versioned, searchable and exported like any resource.
  */
 import type { AuditEvent, AuditEventAgent } from '@medplum/fhirtypes';
-import type { Repository } from '../src/index.js';
+import type { SystemWriter } from '../src/index.js';
 
 export const AUDIT_SUBTYPE_SYSTEM = 'https://conflux.dev/fhir/CodeSystem/smart-audit';
 
@@ -30,7 +30,7 @@ export interface AuditInfo {
 
 export type Auditor = (info: AuditInfo) => Promise<void>;
 
-export function makeAuditor(repo: Repository, log: { error(msg: string): void }): Auditor {
+export function makeAuditor(write: SystemWriter, log: { error(msg: string): void }): Auditor {
   return async (info) => {
     const agents: AuditEventAgent[] = [];
     const network = info.ip ? { address: info.ip, type: '2' as const } : undefined;
@@ -65,7 +65,7 @@ export function makeAuditor(repo: Repository, log: { error(msg: string): void })
       ...(info.patient ? { entity: [{ what: { reference: `Patient/${info.patient}` } }] } : {}),
     };
     try {
-      await repo.create(event);
+      await write.transaction({ actor: 'smart:audit', entries: [{ resource: event, request: { method: 'POST', url: 'AuditEvent' } }] });
     } catch (err) {
       // Issuing callers check `strictAudit`; a refusal is answered the same whether or not its audit was stored.
       log.error(`AuditEvent ${info.action} could not be written: ${(err as Error).message}`);

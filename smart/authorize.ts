@@ -14,6 +14,7 @@ import { clearFailures, lockedFor, recordFailure } from './login-throttle.js';
 import { parseScopes, scopeList, ScopeError, uncoveredScopes } from './scopes.js';
 import { randomToken, safeEqual, sha256 } from './secrets.js';
 import { checkLogin, findUser } from './users.js';
+import { ConfluxError } from '../src/index.js';
 
 interface Pending {
   clientId: string;
@@ -46,21 +47,21 @@ function pageHeaders(res: Response): Response {
   return res.type('html');
 }
 
-class ErrorPage extends Error {
+class ErrorPage extends ConfluxError {
   constructor(
     readonly title: string,
     message: string,
   ) {
-    super(message);
+    super('oauth', message);
   }
 }
 
-class RedirectError extends Error {
+class RedirectError extends ConfluxError {
   constructor(
     readonly error: string,
     readonly description: string,
   ) {
-    super(description);
+    super('oauth', description);
   }
 }
 
@@ -156,11 +157,13 @@ export function authorizeRoutes(core: SmartCore): express.Router {
 
   async function refuse(req: Request, res: Response, err: unknown, clientId?: string, redirect?: { uri: string; state?: string }) {
     if (err instanceof ErrorPage) {
+      // The auditor logged its own failure; a refusal is answered the same whether or not its audit was stored.
       await core.audit({ action: 'authorize-refused', success: false, clientId, detail: `${err.title}: ${err.message}`, ip: ip(req) }).catch(() => undefined);
       pageHeaders(res).status(400).send(errorPage(err.title, err.message));
       return;
     }
     if (err instanceof RedirectError && redirect) {
+      // (As above: logged by the auditor, the refusal stands either way.)
       await core.audit({ action: 'authorize-refused', success: false, clientId, detail: `${err.error}: ${err.description}`, ip: ip(req) }).catch(() => undefined);
       res.redirect(302, redirectTo(redirect.uri, { error: err.error, error_description: err.description, state: redirect.state }));
       return;

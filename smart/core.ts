@@ -5,6 +5,7 @@ import type { Repository } from '../src/index.js';
 import type { Auditor } from './audit.js';
 import type { KeyStore } from './keys.js';
 import type { SmartSettings } from './settings.js';
+import { ConfluxError } from '../src/index.js';
 
 export interface SmartCore {
   db: Database;
@@ -21,13 +22,13 @@ export const authUrl = (core: SmartCore, path: string): string => `${core.config
 export const tokenUrl = (core: SmartCore): string => authUrl(core, 'token');
 
 /** RFC 6749 §5.2 error, answered as JSON by the token, introspection and revocation endpoints. */
-export class OAuthError extends Error {
+export class OAuthError extends ConfluxError {
   constructor(
     readonly error: string,
     readonly description: string,
     readonly status = 400,
     readonly headers: Record<string, string> = {},
   ) {
-    super(`${error}: ${description}`);
+    super('oauth', `${error}: ${description}`, { status });
   }
 }

@@ -29,7 +29,7 @@ export const facade: Facade<SmartSettings> = {
     const { settings } = ctx;
     const keys = new KeyStore(rt.db, settings.signingAlg, Math.max(settings.accessTokenTtl, settings.backendTokenTtl), settings.keyEncryptionKey);
     await keys.init();
-    const core: SmartCore = { db: rt.db, repo: rt.repo, keys, settings, audit: makeAuditor(rt.repo, ctx.log), config: rt.config };
+    const core: SmartCore = { db: rt.db, repo: rt.repo, keys, settings, audit: makeAuditor(rt.write, ctx.log), config: rt.config };
     rt.publicRoutes.use(discoveryRoutes(core), authorizeRoutes(core), tokenRoutes(core));
     rt.admin.use(adminRoutes(core));
     let timer: NodeJS.Timeout | undefined;

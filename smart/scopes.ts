@@ -6,6 +6,7 @@
 import { getSearchParameter } from '@medplum/core';
 import { loadFhirDefinitions } from '../src/index.js';
 import { isResourceType } from '../src/index.js';
+import { ConfluxError } from '../src/index.js';
 
 export type Permission = 'c' | 'r' | 'u' | 'd' | 's';
 export type ScopeContext = 'patient' | 'user' | 'system';
@@ -38,7 +39,11 @@ export interface ParsedScopes {
   special: Set<string>;
 }
 
-export class ScopeError extends Error {}
+export class ScopeError extends ConfluxError {
+  constructor(message: string) {
+    super('scope-invalid', message);
+  }
+}
 
 const CLINICAL = /^(patient|user|system)\/(\*|[A-Z][A-Za-z]+)\.([a-z*]+)(?:\?(.+))?$/;
 const V2_ORDER = 'cruds';

@@ -151,6 +151,7 @@ export function tokenRoutes(core: SmartCore): express.Router {
       noStore(res).json(tokens);
     } catch (err) {
       if (err instanceof OAuthError) {
+        // The auditor logged its own failure; a refusal is answered the same whether or not its audit was stored.
         await core
           .audit({ action: 'token-refused', success: false, clientId, detail: `${grantType ?? '(no grant_type)'}: ${err.error}: ${err.description}`, ip: req.ip })
           .catch(() => undefined);

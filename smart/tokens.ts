@@ -11,6 +11,7 @@ import { authUrl, fhirBase, OAuthError, type SmartCore } from './core.js';
 import { scopeList, uncoveredScopes } from './scopes.js';
 import { randomToken, sha256 } from './secrets.js';
 import { findUser } from './users.js';
+import { ConfluxError } from '../src/index.js';
 
 export interface GrantContext {
   patient?: string;
@@ -181,14 +182,14 @@ export async function refreshTokens(core: SmartCore, client: Client, refreshToke
 }
 
 /** Raised (after the revocation committed) when a rotated refresh token is presented again. */
-export class ReuseDetected extends Error {
+export class ReuseDetected extends ConfluxError {
   constructor(
     readonly family: string,
     readonly revoked: number,
     readonly clientId: string,
     readonly patient?: string,
   ) {
-    super('refresh_token was already used');
+    super('token-reuse', 'refresh_token was already used');
   }
 }
 

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { usageError } from './cli-errors.js';
 /**
  * Every operator command is one admin API call, so the CLI and the REST API can never drift apart.
  * `npm run conflux -- <words> [--flag value ...]` → method + path (+ JSON body or query from the flags).
@@ -20,12 +21,12 @@ export interface CliCommand {
 
 const need = (a: CliArgs, what: string) => {
   const v = a.positional[0];
-  if (!v) throw new Error(`missing ${what}`);
+  if (!v) throw usageError(`missing ${what}`);
   return encodeURIComponent(v);
 };
 const flag = (a: CliArgs, name: string): string => {
   const v = a.flags[name];
-  if (typeof v !== 'string' || !v) throw new Error(`missing --${name}`);
+  if (typeof v !== 'string' || !v) throw usageError(`missing --${name}`);
   return encodeURIComponent(v);
 };
 /** `--serial-number X` → { serialNumber: X }: flags are kebab-case, the admin API's JSON is camelCase. */
@@ -78,7 +79,7 @@ function smartClientBody(a: CliArgs): unknown {
     try {
       jwks = JSON.parse(readFileSync(file, 'utf8'));
     } catch (err) {
-      throw new Error(`--jwks-file ${file}: ${(err as Error).message}`);
+      throw usageError(`--jwks-file ${file}: ${(err as Error).message}`);
     }
   }
   return {
@@ -95,11 +96,11 @@ function smartClientBody(a: CliArgs): unknown {
 /** A bare `outbound replay` must not mean "every dead message": the bulk form needs --all, spelled out. */
 function outboundReplayPath(a: CliArgs): string {
   const all = a.flags.all === true;
-  if (a.positional.length > 1) throw new Error(`outbound replay takes one message id, got ${a.positional.join(' ')}`);
-  if (a.positional[0] && all) throw new Error('outbound replay: give either a message id or --all, not both');
+  if (a.positional.length > 1) throw usageError(`outbound replay takes one message id, got ${a.positional.join(' ')}`);
+  if (a.positional[0] && all) throw usageError('outbound replay: give either a message id or --all, not both');
   if (a.positional[0]) return `/admin/outbound/messages/${need(a, 'outbound message id')}/replay`;
   if (all) return '/admin/outbound/messages/replay';
-  throw new Error('outbound replay needs a message id (outbound replay <id>) or --all (every dead message, optionally --destination NAME --state dead|delivered)');
+  throw usageError('outbound replay needs a message id (outbound replay <id>) or --all (every dead message, optionally --destination NAME --state dead|delivered)');
 }
 
 /** `destination add` flags → the destination JSON of the admin API (and of HL7_DESTINATIONS_FILE). */
@@ -112,7 +113,7 @@ function destinationBody(a: CliArgs): unknown {
   for (const [flagName, key] of Object.entries(named)) if (one(flagName) !== undefined) options[key] = one(flagName)!;
   for (const kv of f.option === undefined ? [] : [f.option].flat()) {
     const [k, ...v] = String(kv).split('=');
-    if (!k || v.length === 0) throw new Error(`--option needs key=value, got "${kv}"`);
+    if (!k || v.length === 0) throw usageError(`--option needs key=value, got "${kv}"`);
     options[k] = v.join('=');
   }
   const tlsWanted = f.tls !== undefined || f['tls-ca'] !== undefined || f['tls-cert'] !== undefined || f['tls-insecure'] !== undefined;

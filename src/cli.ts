@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import { CLI_COMMANDS, type CliArgs, type CliCommand } from './cli-commands.js';
+import { cliFailure, EXIT, exitCodeOf } from './cli-errors.js';
 import { loadConfig, type Config } from './config.js';
 import { isWorker, receiveStart, reportReady, serverInfoPath, superviseWorkers } from './supervisor.js';
 // The server's modules (Express, the FHIR definitions, the database drivers, the facades) are imported where they
@@ -165,26 +166,31 @@ async function main(argv: string[]): Promise<number> {
     case undefined:
     case 'help':
       console.log(usage());
-      return words[0] ? 0 : 2;
+      return words[0] ? EXIT.ok : EXIT.usage;
   }
   const found = findCommand(words);
   if (!found) {
     console.error(`unknown command "${words.join(' ')}"\n\n${usage()}`);
-    return 2;
+    return EXIT.usage;
   }
-  const { status, body } = await runAdminCommand(config, found.cmd, { positional: found.rest, flags });
+  const args = { positional: found.rest, flags };
+  // Wrong use (a missing id, conflicting flags) is reported before a server is looked for or a database opened.
+  found.cmd.path(args);
+  found.cmd.body?.(args);
+  const { status, body } = await runAdminCommand(config, found.cmd, args);
   out(body, typeof body === 'string' ? body : JSON.stringify(body, null, 2));
-  return status >= 400 ? 1 : 0;
+  return exitCodeOf(status);
 }
 
 main(process.argv.slice(2)).then(
   (code) => {
     if (code >= 0) process.exit(code);
   },
-  (err: Error) => {
+  (err: unknown) => {
+    const f = cliFailure(err);
     // With --json, a failure is still one JSON document on stdout, for scripts.
-    if (process.argv.includes('--json')) console.log(JSON.stringify({ error: err.message }));
-    console.error(`conflux: ${err.message}`);
-    process.exit(1);
+    if (process.argv.includes('--json')) console.log(JSON.stringify(f.json));
+    console.error(`conflux: ${f.message}`);
+    process.exit(f.exitCode);
   },
 );

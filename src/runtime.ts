@@ -15,6 +15,7 @@ import { buildCapabilityStatement } from './fhir/capability.js';
 import { FhirError } from './fhir/outcome.js';
 import { Repository } from './fhir/repository.js';
 import { FhirRouter } from './fhir/router.js';
+import { systemWriter, type SystemWriter } from './fhir/write.js';
 import { reindex } from './fhir/search/reindex.js';
 import { loadFhirDefinitions } from './fhir/definitions.js';
 import { fhirErrorHandler, fhirExpressRouter } from './http/fhir-express.js';
@@ -34,6 +35,8 @@ export interface Runtime {
   db: Database;
   repo: Repository;
   router: FhirRouter;
+  /** The one way in for system writes (facades, device filing, audit): typed results, no Location parsing. */
+  write: SystemWriter;
   app: express.Express;
   /** Mounted at /admin, behind the admin guard. Facades add their operator routes here. */
   admin: express.Router;
@@ -86,6 +89,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     db,
     repo,
     router,
+    write: systemWriter(router),
     app,
     admin,
     publicRoutes,

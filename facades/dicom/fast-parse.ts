@@ -6,8 +6,13 @@
  */
 import type { DicomJson, JsonElement } from './part10.js';
 import { vrOf } from './part10.js';
+import { ConfluxError } from '../../src/index.js';
 
-export class Unsupported extends Error {}
+export class Unsupported extends ConfluxError {
+  constructor(message: string) {
+    super('dicom-unsupported', message);
+  }
+}
 
 const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'UC', 'UN', 'UR', 'UT', 'SV', 'UV']);
 const BINARY = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'UN']);

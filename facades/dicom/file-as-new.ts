@@ -151,7 +151,7 @@ export async function fileHeldInstanceAsNew(deps: FileAsNewDeps, tx: Tx, message
   try {
     stored = await deps.store.indexInTransaction(tx, blob, { sourceAe, channel: message.channel === 'dicomweb' ? 'dicomweb' : 'dicom' });
   } catch (err) {
-    await deps.store.blobs.delete(blob.key).catch(() => undefined);
+    await deps.store.blobs.delete(blob.key).catch((de: Error) => deps.log.warn(`file-as-new of message ${message.id}: blob ${blob.key} not removed: ${de.message}`));
     if (err instanceof IngestError) throw conflict(`held instance ${message.controlId ?? message.id} cannot be filed as new: ${err.message}`);
     throw err;
   }

@@ -5,8 +5,8 @@
  * accession number or worklist Study Instance UID) through the repository, the one write path.
  * Batching per study keeps a 2,000-instance study from writing 2,000 ImagingStudy versions.
  */
-import type { Bundle, BundleEntry, ImagingStudy, ImagingStudySeries, Patient } from '@medplum/fhirtypes';
-import { type Database, type FhirRouter, guardPatientIdentity, type Logger, systemAccess, type Tx } from '../../src/index.js';
+import type { BundleEntry, ImagingStudy, ImagingStudySeries, Patient } from '@medplum/fhirtypes';
+import { ConfluxError, type Database, guardPatientIdentity, type Logger, type SystemWriter, type Tx } from '../../src/index.js';
 import { type DicomConfig, issuerToSystem } from './config.js';
 import { type DicomJson, str } from './part10.js';
 import { patientIdentity } from './patient-identity.js';
@@ -61,10 +61,10 @@ function personName(dicom: string): Patient['name'] {
 }
 
 /** The study's ImagingStudy belongs to another Patient than the index says: the sync refuses to move it. */
-export class StudyIdentityConflict extends Error {
+export class StudyIdentityConflict extends ConfluxError {
   changeSeq?: string | number;
   constructor(studyUid: string, existing: string, existingPatient: string) {
-    super(`${existing} (study ${studyUid}) belongs to ${existingPatient}, not to the patient the DICOM index names; not moved, resolve it by hand`);
+    super('identity-conflict', `${existing} (study ${studyUid}) belongs to ${existingPatient}, not to the patient the DICOM index names; not moved, resolve it by hand`);
   }
 }
 
@@ -74,7 +74,7 @@ export class ImagingStudySync {
 
   constructor(
     private readonly db: Database,
-    private readonly router: FhirRouter,
+    private readonly writer: SystemWriter,
     private readonly cfg: DicomConfig,
     private readonly dicomwebBase: () => string,
     private readonly log: Logger,
@@ -105,7 +105,9 @@ export class ImagingStudySync {
             // Retrying cannot help until someone decides: stop re-syncing this version of the study (a new
             // instance marks it dirty again and it is checked again) and say so once.
             this.log.error(`ImagingStudy sync of ${uid} refused: ${err.message}`);
-            await this.db.query('UPDATE dicom_study SET fhir_dirty = false WHERE study_uid = $1 AND change_seq = $2', [uid, err.changeSeq ?? -1]).catch(() => undefined);
+            await this.db
+              .query('UPDATE dicom_study SET fhir_dirty = false WHERE study_uid = $1 AND change_seq = $2', [uid, err.changeSeq ?? -1])
+              .catch((e: Error) => this.log.warn(`ImagingStudy sync of ${uid}: could not stop re-syncing it (${e.message}); it is refused again next time`));
             return;
           }
           // A cached Endpoint that was deleted meanwhile would fail every sync: look it up again next time.
@@ -233,15 +235,12 @@ export class ImagingStudySync {
       e.changeSeq = s.change_seq;
       throw e;
     }
-    const bundle = guarded.bundle;
-    const res = await this.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: bundle, access: systemAccess('dicom'), tx });
-    const out = res.resource as Bundle;
-    const loc = (i: number) => /(?:^|\/)([A-Z][A-Za-z]+)\/([^/]+)(?:\/_history\/[^/]+)?$/.exec(out.entry?.[i]?.response?.location ?? '')?.[2];
-    if (!this.endpointId && cacheEndpoint) this.endpointId = loc(1);
-    const imagingStudyId = loc(entries.length - 1);
-    await tx.query('UPDATE dicom_study SET imaging_study_id = $2, fhir_dirty = (change_seq <> $3) WHERE study_uid = $1', [studyUid, imagingStudyId ?? null, s.change_seq]);
-    const patientId = loc(0);
-    return { imagingStudy: imagingStudyId && `ImagingStudy/${imagingStudyId}`, patient: patientId && `Patient/${patientId}` };
+    const written = await this.writer.transaction({ actor: 'dicom', entries: guarded.bundle.entry ?? [], tx });
+    // Entries: the Patient, the Endpoint when none is cached, the ImagingStudy last.
+    if (!this.endpointId && cacheEndpoint) this.endpointId = written[1]?.id;
+    const imagingStudy = written[entries.length - 1]!;
+    await tx.query('UPDATE dicom_study SET imaging_study_id = $2, fhir_dirty = (change_seq <> $3) WHERE study_uid = $1', [studyUid, imagingStudy.id, s.change_seq]);
+    return { imagingStudy: imagingStudy.reference, patient: written[0]!.reference };
   }
 
   /** ServiceRequests this study fulfils: the worklist entry that issued its Study Instance UID, or the accession number. */

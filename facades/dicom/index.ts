@@ -30,9 +30,9 @@ export const facade: Facade<DicomConfig> = {
     const cfg = ctx.settings;
     const blobs = openBlobStore({ dataDir: rt.config.dataDir });
     const dicomwebBase = () => `${rt.config.baseUrl}/dicomweb`;
-    const store = new InstanceStore(rt.db, blobs, { defaultIssuer: cfg.defaultIssuer });
-    const sync = new ImagingStudySync(rt.db, rt.router, cfg, dicomwebBase, ctx.log);
-    const mpps = new MppsService(rt.db, rt.repo, rt.router, cfg);
+    const store = new InstanceStore(rt.db, blobs, { defaultIssuer: cfg.defaultIssuer }, ctx.log);
+    const sync = new ImagingStudySync(rt.db, rt.write, cfg, dicomwebBase, ctx.log);
+    const mpps = new MppsService(rt.db, rt.repo, rt.write, cfg);
     let timer: NodeJS.Timeout | undefined;
     let stopped = false;
     const services: DicomServices = {

@@ -6,17 +6,18 @@
  * the commit. IN PROGRESS → in-progress, COMPLETED → completed, DISCONTINUED → stopped.
  */
 import type { Procedure, ServiceRequest } from '@medplum/fhirtypes';
-import { type Database, type FhirRouter, guardPatientIdentity, type Repository, searchIds, systemAccess, type Tx } from '../../src/index.js';
+import { absentIfGone, ConfluxError, type Database, guardPatientIdentity, type Repository, searchIds, type SystemWriter, type Tx } from '../../src/index.js';
 import { type DicomConfig, issuerToSystem } from './config.js';
 import { dicomDateTime } from './imaging-study.js';
 import { type DicomJson, str } from './part10.js';
 
-export class MppsError extends Error {
+/** An MPPS N-CREATE/N-SET refused with a DIMSE status. */
+export class MppsError extends ConfluxError {
   constructor(
-    readonly status: number,
+    readonly dimseStatus: number,
     message: string,
   ) {
-    super(message);
+    super('dicom-refused', message);
   }
 }
 
@@ -26,7 +27,7 @@ export class MppsService {
   constructor(
     private readonly db: Database,
     private readonly repo: Repository,
-    private readonly router: FhirRouter,
+    private readonly writer: SystemWriter,
     private readonly cfg: DicomConfig,
   ) {}
 
@@ -79,7 +80,7 @@ export class MppsService {
   private async writeProcedure(tx: Tx, sopUid: string, attrs: DicomJson, sourceAe: string): Promise<string> {
     const status = STATUS_MAP[str(attrs, '00400252')] ?? 'unknown';
     const srId = await this.findOrder(tx, attrs);
-    const sr = srId ? await this.repo.readResource<ServiceRequest>('ServiceRequest', srId, tx).catch(() => undefined) : undefined;
+    const sr = srId ? await this.repo.readResource<ServiceRequest>('ServiceRequest', srId, tx).catch(absentIfGone) : undefined;
     const start = dicomDateTime(str(attrs, '00400244'), str(attrs, '00400245'));
     const end = dicomDateTime(str(attrs, '00400250'), str(attrs, '00400251'));
     const entries: NonNullable<import('@medplum/fhirtypes').Bundle['entry']> = [];
@@ -115,9 +116,7 @@ export class MppsService {
       const other = c.existingPatientIdentifiers.map((i) => i.value).filter(Boolean)[0];
       throw new MppsError(0x0110, `MPPS is another patient's${other ? ` (ID ${other})` : ''}: ${c.existing}`);
     }
-    const res = await this.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: guarded.bundle, access: systemAccess('dicom'), tx });
-    const out = res.resource as import('@medplum/fhirtypes').Bundle;
-    const location = out.entry?.[entries.length - 1]?.response?.location ?? '';
-    return /(?:^|\/)Procedure\/([^/]+)(?:\/_history\/[^/]+)?$/.exec(location)?.[1] ?? '';
+    const written = await this.writer.transaction({ actor: 'dicom', entries: guarded.bundle.entry ?? [], tx });
+    return written[entries.length - 1]!.id;
   }
 }

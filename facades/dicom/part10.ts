@@ -6,6 +6,7 @@
 import { inflateRawSync } from 'node:zlib';
 import dcmjs from 'dcmjs';
 import { fastParseDataset } from './fast-parse.js';
+import { ConfluxError } from '../../src/index.js';
 
 const { DicomMessage, ReadBufferStream, DicomMetaDictionary } = dcmjs.data as unknown as {
   DicomMessage: {
@@ -55,7 +56,11 @@ export interface JsonElement {
 }
 export type DicomJson = Record<string, JsonElement>;
 
-export class DicomParseError extends Error {}
+export class DicomParseError extends ConfluxError {
+  constructor(message: string) {
+    super('dicom-parse', message);
+  }
+}
 
 function element(tag: number, vr: string, value: Buffer): Buffer {
   const long = ['OB', 'OW', 'OF', 'SQ', 'UT', 'UN'].includes(vr);

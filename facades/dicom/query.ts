@@ -3,7 +3,7 @@
  * and QIDO-RS. Unique keys, patient id, accession, dates and modality narrow the SQL; every other
  * matching key is applied per candidate by the shared matcher, so both protocols match identically.
  */
-import type { Queryable } from '../../src/index.js';
+import { type Queryable, Sql } from '../../src/index.js';
 import { matches } from './matching.js';
 import type { DicomJson, JsonElement } from './part10.js';
 
@@ -29,18 +29,22 @@ function exact(query: DicomJson, tag: string): string[] {
   return vs.length && vs.every((v) => !/[*?\\]/.test(v)) && !vs.some((v) => v.includes('-') && query[tag]?.vr === 'DA') ? vs : [];
 }
 
+/** The conditions of a DICOM query that SQL can answer (exact values, date ranges); the rest is matched per row. */
 class Where {
   readonly parts: string[] = [];
-  readonly params: unknown[] = [];
+  private readonly bind = new Sql();
+  get params(): unknown[] {
+    return this.bind.params;
+  }
   anyOf(column: string, vals: string[]): void {
-    if (vals.length) this.parts.push(`${column} = ANY($${this.params.push(vals)}::text[])`);
+    if (vals.length) this.parts.push(`${column} = ANY(${this.bind.p(vals)}::text[])`);
   }
   dateRange(column: string, q: string[]): void {
     const v = q[0];
     if (!v || /[*?]/.test(v) || q.length > 1) return;
     const [lo, hi] = v.includes('-') ? v.split('-').map((s) => s.trim()) : [v, v];
-    if (lo) this.parts.push(`${column} >= $${this.params.push(lo)}`);
-    if (hi) this.parts.push(`${column} <= $${this.params.push(hi.padEnd(8, '9'))}`);
+    if (lo) this.parts.push(`${column} >= ${this.bind.p(lo)}`);
+    if (hi) this.parts.push(`${column} <= ${this.bind.p(hi.padEnd(8, '9'))}`);
   }
   sql(): string {
     return this.parts.length ? `WHERE ${this.parts.join(' AND ')}` : '';

@@ -9,9 +9,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Readable, Transform } from 'node:stream';
-import { type BlobStore, type Database, type HoldKind, type Queryable, recordMessage } from '../../src/index.js';
-import { DicomParseError, type DicomJson, type ParsedHeader, num, parsePart10Header, str } from './part10.js';
+import { type BlobStore, type Database, type HoldKind, type Logger, type Queryable, recordMessage, Sql } from '../../src/index.js';
+import { type DicomJson, type ParsedHeader, num, parsePart10Header, str } from './part10.js';
 import { describeStoredPatient, patientIdentity, patientKey, studyPatientKeySql } from './patient-identity.js';
+import { asIngestError, IngestError, STATUS } from './failure.js';
 
 /** How much of an instance is kept in memory for the header parse; files whose header is longer are re-read. */
 const PREFIX_BYTES = 256 * 1024;
@@ -22,47 +23,7 @@ export const LOG_RAW_LIMIT = 16 * 1024 * 1024;
 /** What `logRejected` appends to the logged error when only the first bytes of an instance were kept. */
 export const TRUNCATED_LOG_NOTE = /\(first (\d+) of (\d+) bytes kept\)$/;
 
-/** DIMSE status codes reused as STOW-RS FailureReason (PS3.4 B.2.3, PS3.18 Table 10.5.3-1). */
-export const STATUS = {
-  success: 0x0000,
-  outOfResources: 0xa700,
-  sopClassMismatch: 0xa900,
-  cannotUnderstand: 0xc000,
-  processingFailure: 0x0110,
-  sopClassNotSupported: 0x0122,
-  /**
-   * The instance's Study (Series, SOP Instance) UID already belongs to another patient. PS3.4 B.2.3 has no
-   * status for it; of its failure classes, Cxxx "Error: Cannot understand" (implementation-specific low bits)
-   * is the one that fits: A7xx "Refused: Out of Resources" tells a modality to retry later (it would resend
-   * the refused instance until someone acts) and A9xx claims the data set does not match its SOP class,
-   * which is false. 0xC001 keeps it apart from 0xC000 (malformed data) in logs and STOW FailureReason.
-   */
-  identityConflict: 0xc001,
-} as const;
-
-export interface IngestErrorDetail {
-  /** What the sender reads in Error Comment (0000,0902), an LO of at most 64 characters; default: the message. */
-  comment?: string;
-  /** Set when the instance is kept in the message log as held for an operator instead of as an error. */
-  holdKind?: HoldKind;
-  sopUid?: string;
-  sopClassUid?: string;
-}
-
-export class IngestError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly detail: IngestErrorDetail = {},
-  ) {
-    super(message);
-  }
-
-  /** The Error Comment: DIMSE and STOW-RS both carry it as LO (64 characters at most). */
-  get comment(): string {
-    return (this.detail.comment ?? this.message).slice(0, 64);
-  }
-}
+export { IngestError, STATUS, type IngestErrorDetail } from './failure.js';
 
 /** The instance's Study, Series or SOP Instance UID is another patient's: refused, held for an operator. */
 export function identityConflictError(c: { via: 'study' | 'series' | 'instance'; study_uid: string; patient_id: string; issuer: string }, uids: { studyUid: string; seriesUid: string; sopUid: string; sopClassUid: string }): IngestError {
@@ -166,8 +127,10 @@ export class InstanceSink {
     return { key: this.key, size, prefix: Buffer.concat(this.parts) };
   }
 
+  /** Drops a transfer that will not be stored (the association failed mid-way); its write error, if any, is moot. */
   async discard(): Promise<void> {
     await this.done.catch(() => undefined);
+    // Best effort: a blob no index row points at is never served, only wasted space.
     await this.blobs.delete(this.key).catch(() => undefined);
   }
 }
@@ -197,6 +160,17 @@ export interface IndexedInstanceRow {
 
 /** Text of the error the index statement raises to undo itself when it lost a race (see INDEX_SQL). */
 const RACED = 'conflux: identity check raced';
+
+/**
+ * Did the index statement undo itself because it lost a race? Checked by what the statement raises, the cast of
+ * RACED to int (SQLSTATE 22P02, invalid_text_representation), never by any other failure. The cast stays: it is the
+ * only way plain SQL can roll back its own data-modifying CTEs, and wrapping the statement in BEGIN/COMMIT instead
+ * would add two round trips to every C-STORE.
+ */
+function lostRace(err: unknown): boolean {
+  const e = err as { code?: string; message?: string };
+  return e?.code === '22P02' && typeof e.message === 'string' && e.message.includes(RACED);
+}
 
 interface Conflict {
   via: 'study' | 'series' | 'instance';
@@ -279,6 +253,7 @@ export class InstanceStore {
     readonly blobs: BlobStore,
     /** DICOM_DEFAULT_ISSUER: part of "same patient" for a Patient ID that comes without an issuer. */
     readonly identity: { defaultIssuer?: string } = {},
+    private readonly log: Pick<Logger, 'warn' | 'error'> = { warn: (m) => console.warn(`[dicom] ${m}`), error: (m) => console.error(`[dicom] ${m}`) },
   ) {}
 
   /** Indexes a received blob; on any failure the blob is removed and an IngestError explains why. */
@@ -286,14 +261,10 @@ export class InstanceStore {
     try {
       return await this.ingestUnsafe(blob, opts);
     } catch (err) {
-      const e =
-        err instanceof IngestError
-          ? err
-          : err instanceof DicomParseError
-            ? new IngestError(STATUS.cannotUnderstand, err.message)
-            : new IngestError(STATUS.outOfResources, `instance could not be stored: ${(err as Error).message}`);
-      await this.logRejected(blob, opts, e).catch(() => undefined);
-      await this.blobs.delete(blob.key).catch(() => undefined);
+      const e = asIngestError(err);
+      // The sender is answered with `e` whatever happens here; a failure to log or clean up is the operator's to know.
+      await this.logRejected(blob, opts, e).catch((le: Error) => this.log.error(`rejected instance ${e.detail.sopUid ?? blob.key} not logged: ${le.message}`));
+      await this.blobs.delete(blob.key).catch((de: Error) => this.log.warn(`blob ${blob.key} of a rejected instance not removed: ${de.message}`));
       throw e;
     }
   }
@@ -317,13 +288,16 @@ export class InstanceStore {
       status: err.detail.holdKind ? 'held' : 'error',
       holdKind: err.detail.holdKind ?? null,
       error: `${err.message}${note}`,
-      ack: `0x${err.status.toString(16).padStart(4, '0')}`,
+      ack: `0x${err.dimseStatus.toString(16).padStart(4, '0')}`,
     });
   }
 
   private async ingestUnsafe(blob: { key: string; size: number; prefix: Buffer }, opts: IngestOptions): Promise<StoredInstance> {
     const { replacedKey, ...stored } = await this.index(this.db, false, blob, opts);
-    if (replacedKey && replacedKey !== blob.key) await this.blobs.delete(replacedKey).catch(() => undefined);
+    if (replacedKey && replacedKey !== blob.key) {
+      // The instance is stored; the replaced blob is only space no row points at any more.
+      await this.blobs.delete(replacedKey).catch((err: Error) => this.log.warn(`blob ${replacedKey} of a replaced instance not removed: ${err.message}`));
+    }
     return stored;
   }
 
@@ -441,8 +415,14 @@ export class InstanceStore {
         if (inTx) await q.query('ROLLBACK TO SAVEPOINT conflux_dicom_index').catch(() => undefined);
         // Another association wrote one of these UIDs after this statement's snapshot was taken: nothing of
         // this statement was kept; run it again on a fresh snapshot, which sees (and checks) that row.
-        if (attempt < RACE_RETRIES && String((err as Error).message).includes(RACED)) continue;
-        throw err;
+        if (!lostRace(err)) throw err;
+        if (attempt < RACE_RETRIES) continue;
+        // Out of Resources tells the sender to retry later, which is what it should do.
+        throw new IngestError(STATUS.outOfResources, `instance ${sopUid} not stored: other associations kept changing its study, series or instance (${RACE_RETRIES} attempts); send it again`, {
+          comment: 'concurrent changes to this study; send it again',
+          sopUid,
+          sopClassUid,
+        });
       }
     }
     const old = r.rows[0];
@@ -484,15 +464,15 @@ export class InstanceStore {
   /** Instances of a study / series / one instance, in series then instance order. */
   async instances(filter: { studyUid?: string; seriesUid?: string; sopUid?: string }): Promise<IndexedInstanceRow[]> {
     const where: string[] = [];
-    const params: unknown[] = [];
-    if (filter.studyUid) where.push(`i.study_uid = $${params.push(filter.studyUid)}`);
-    if (filter.seriesUid) where.push(`i.series_uid = $${params.push(filter.seriesUid)}`);
-    if (filter.sopUid) where.push(`i.sop_uid = $${params.push(filter.sopUid)}`);
+    const sql = new Sql();
+    if (filter.studyUid) where.push(`i.study_uid = ${sql.p(filter.studyUid)}`);
+    if (filter.seriesUid) where.push(`i.series_uid = ${sql.p(filter.seriesUid)}`);
+    if (filter.sopUid) where.push(`i.sop_uid = ${sql.p(filter.sopUid)}`);
     const r = await this.db.query<IndexedInstanceRow>(
       `SELECT i.* FROM dicom_instance i JOIN dicom_series s ON s.series_uid = i.series_uid
         ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
         ORDER BY s.series_number NULLS LAST, i.series_uid, i.instance_number NULLS LAST, i.sop_uid`,
-      params,
+      sql.params,
     );
     return r.rows;
   }

@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { CodeableConcept, Patient, ServiceRequest } from '@medplum/fhirtypes';
-import { type ChangeEvent, type Database, type Repository, searchIds, type Tx } from '../../src/index.js';
+import { absentIfGone, type ChangeEvent, type Database, type Repository, searchIds, Sql, type Tx } from '../../src/index.js';
 import { type DicomConfig, systemToIssuer } from './config.js';
 import { matches, project } from './matching.js';
 import type { DicomJson } from './part10.js';
@@ -105,7 +105,7 @@ export async function backfillWorklist(db: Database, repo: Repository, cfg: Dico
   const ids = await searchIds(db, 'ServiceRequest', [['status', 'active']], 10_000);
   let n = 0;
   for (const id of ids) {
-    const sr = await repo.readResource<ServiceRequest>('ServiceRequest', id).catch(() => undefined);
+    const sr = await repo.readResource<ServiceRequest>('ServiceRequest', id).catch(absentIfGone);
     const row = sr && worklistRow(sr, cfg);
     if (row) {
       await upsertWorklist(db, row);
@@ -165,24 +165,24 @@ function first(query: DicomJson, tag: string, sub?: string): string {
 /** C-FIND MWL: SQL narrows by modality, station AE, date and accession; the rest is matched per item. */
 export async function findWorklist(db: Database, repo: Repository, cfg: DicomConfig, query: DicomJson, limit = 1000): Promise<DicomJson[]> {
   const where = [`status = 'active'`];
-  const params: unknown[] = [];
+  const sql = new Sql();
   const modality = first(query, '00400100', '00080060');
   const ae = first(query, '00400100', '00400001');
   const date = first(query, '00400100', '00400002');
   const accession = first(query, '00080050');
-  if (modality && !/[*?]/.test(modality)) where.push(`modality = $${params.push(modality)}`);
-  if (ae && !/[*?]/.test(ae)) where.push(`station_ae = $${params.push(ae)}`);
-  if (accession && !/[*?]/.test(accession)) where.push(`accession = $${params.push(accession)}`);
+  if (modality && !/[*?]/.test(modality)) where.push(`modality = ${sql.p(modality)}`);
+  if (ae && !/[*?]/.test(ae)) where.push(`station_ae = ${sql.p(ae)}`);
+  if (accession && !/[*?]/.test(accession)) where.push(`accession = ${sql.p(accession)}`);
   if (date && !/[*?]/.test(date)) {
     const [lo, hi] = date.includes('-') ? date.split('-') : [date, date];
-    if (lo) where.push(`start_date >= $${params.push(lo.trim())}`);
-    if (hi) where.push(`start_date <= $${params.push(hi.trim())}`);
+    if (lo) where.push(`start_date >= ${sql.p(lo.trim())}`);
+    if (hi) where.push(`start_date <= ${sql.p(hi.trim())}`);
   }
-  const rows = (await db.query<WorklistRow>(`SELECT * FROM dicom_worklist WHERE ${where.join(' AND ')} ORDER BY start_date, start_time, service_request_id LIMIT ${limit * 4}`, params)).rows;
+  const rows = (await db.query<WorklistRow>(`SELECT * FROM dicom_worklist WHERE ${where.join(' AND ')} ORDER BY start_date, start_time, service_request_id LIMIT ${limit * 4}`, sql.params)).rows;
   const out: DicomJson[] = [];
   for (const row of rows) {
     const m = /^Patient\/(.+)$/.exec(row.patient_ref);
-    const patient = m ? await repo.readResource<Patient>('Patient', m[1]).catch(() => undefined) : undefined;
+    const patient = m ? await repo.readResource<Patient>('Patient', m[1]).catch(absentIfGone) : undefined;
     const item = worklistItem(row, patient, cfg);
     if (matches(query, item)) out.push(project(query, item));
     if (out.length >= limit) break;

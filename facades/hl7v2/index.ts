@@ -2,10 +2,8 @@
  * The HL7 v2 facade: inbound MLLP listener (ORU/OUL, ORM/OML, ADT → FHIR through the repository's
  * transaction), message log admin routes, and the outbound destinations (outbox → MLLP toward the EHR).
  */
-import type { Bundle } from '@medplum/fhirtypes';
 import type { Facade, FacadeContext, Runtime } from '../../src/index.js';
-import { registerHeldFiling, systemAccess } from '../../src/index.js';
-import type { Tx } from '../../src/index.js';
+import { registerHeldFiling } from '../../src/index.js';
 import { mergePatients } from '../../src/index.js';
 import { messageAdminRoutes } from './inbound/admin-routes.js';
 import type { Hl7v2Settings } from './config.js';
@@ -15,7 +13,13 @@ import { fileHeldAsNew, type DevicePort, type ProcessorDeps } from './inbound/pr
 import { startOutbound } from './outbound/index.js';
 
 /** Builds what the inbound processor needs from a running Conflux. */
-export async function inboundDeps(ctx: { db: Runtime['db']; router: Runtime['router']; log: FacadeContext['log']; mapping?: MappingConfig }): Promise<ProcessorDeps> {
+export async function inboundDeps(ctx: {
+  db: Runtime['db'];
+  router: Runtime['router'];
+  write: Runtime['write'];
+  log: FacadeContext['log'];
+  mapping?: MappingConfig;
+}): Promise<ProcessorDeps> {
   // Without one, the defaults (as with HL7_MAPPING_FILE unset).
   const mapping = ctx.mapping ?? loadMappingConfig(undefined);
   let devices: DevicePort | undefined;
@@ -29,10 +33,7 @@ export async function inboundDeps(ctx: { db: Runtime['db']; router: Runtime['rou
     mapping: () => mapping,
     devices,
     log: ctx.log,
-    transact: async (bundle: Bundle, tx: Tx) => {
-      const res = await ctx.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: bundle, access: systemAccess('hl7v2'), tx });
-      return res.resource as Bundle;
-    },
+    transact: (bundle, tx) => ctx.write.transaction({ actor: 'hl7v2', entries: bundle.entry ?? [], tx }),
     // The router's repository: the same write path (versions, index, outbox hooks) the transaction used.
     mergePatients: (tx, req) => mergePatients(ctx.router.ctx.repo, tx, req),
   };
@@ -42,7 +43,7 @@ export const facade: Facade<Hl7v2Settings> = {
   name: 'hl7v2',
   async start(ctx: FacadeContext<Hl7v2Settings>) {
     const { runtime: rt, settings } = ctx;
-    const deps = await inboundDeps({ db: rt.db, router: rt.router, log: ctx.log, mapping: settings.mapping });
+    const deps = await inboundDeps({ db: rt.db, router: rt.router, write: rt.write, log: ctx.log, mapping: settings.mapping });
     rt.admin.use(messageAdminRoutes(deps, rt.repo));
     registerHeldFiling(['mllp'], (tx, message) => fileHeldAsNew(deps, tx, message));
     let listener: MllpListener | undefined;

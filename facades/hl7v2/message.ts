@@ -6,6 +6,7 @@
  */
 import { Hl7Context, Hl7Segment } from '@medplum/core';
 import { unescapeHl7 } from './escape.js';
+import { ConfluxError } from '../../src/index.js';
 
 export interface Delimiters {
   field: string;
@@ -17,7 +18,11 @@ export interface Delimiters {
 
 export const DEFAULT_DELIMITERS: Delimiters = { field: '|', component: '^', repetition: '~', escape: '\\', subcomponent: '&' };
 
-export class Hl7ParseError extends Error {}
+export class Hl7ParseError extends ConfluxError {
+  constructor(message: string) {
+    super('hl7-parse', message);
+  }
+}
 
 /** One repetition of a field: components (1-based) of subcomponents (1-based), unescaped on access. */
 export class Rep {

@@ -6,7 +6,7 @@
  */
 import type { Bundle, Identifier } from '@medplum/fhirtypes';
 import { countReadings, explainAssociation, findDeviceIds, guardPatientIdentity, holdForAssociation, normalizeIdentifiers, updateMessage } from '../../src/index.js';
-import type { ConflictPolicy, DeviceStore, IdentityConflict, Tx } from '../../src/index.js';
+import type { ConflictPolicy, DeviceStore, IdentityConflict, Tx, WrittenEntry } from '../../src/index.js';
 import { searchIds } from '../../src/index.js';
 import type { Queryable } from '../../src/index.js';
 import { DEFAULT_PLAUSIBILITY, type PlausibleRange } from './mapping/codemap.js';
@@ -103,16 +103,13 @@ export async function fileReadings(store: DeviceStore, set: ReadingSet, opts: Fi
           return;
         }
         const toWrite: Bundle = { ...guarded.bundle, entry: (guarded.bundle.entry ?? []).slice(0, bundle.entry?.length ?? 0) };
-        const response = await store.transaction(toWrite, tx);
-        const dups = countDuplicates(bundle, response);
+        const written = await store.transaction(toWrite.entry ?? [], tx);
+        const dups = countDuplicates(bundle, written);
         out.filed++;
         out.duplicates += dups;
         out.patientRefs.push(patient);
-        for (const e of response.entry ?? []) {
-          // Locations are absolute (…/fhir/Observation/<id>/_history/1): keep Type/id.
-          const m = /([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]+)(?:\/_history\/[^/]*)?$/.exec(e.response?.location ?? '');
-          if (m) out.resourceRefs.push(m[1]);
-        }
+        // What this report wrote; a resend's matched resources were filed (and logged) by the first transmission.
+        for (const w of written) if (w.action !== 'matched') out.resourceRefs.push(w.reference);
         await countReadings(tx, deviceKey, { filed: observationKeys.length - dups, duplicates: dups });
       } else {
         const id = await holdForAssociation(tx, {
@@ -167,11 +164,11 @@ async function patientByIdentifier(q: Queryable, ids: Identifier[]): Promise<{ p
   return { patient: `Patient/${[...found][0]}` };
 }
 
-/** Entries of a conditional create that matched an existing resource answer 200, new ones 201. */
-function countDuplicates(bundle: Bundle, response: Bundle): number {
+/** Observations whose conditional create matched an existing resource: the reading was filed before. */
+function countDuplicates(bundle: Bundle, written: WrittenEntry[]): number {
   let n = 0;
   (bundle.entry ?? []).forEach((e, i) => {
-    if (e.resource?.resourceType === 'Observation' && response.entry?.[i]?.response?.status?.startsWith('200')) n++;
+    if (e.resource?.resourceType === 'Observation' && written[i]?.status === 200) n++;
   });
   return n;
 }

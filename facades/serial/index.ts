@@ -34,7 +34,7 @@ export const facade: Facade<SerialSettings> = {
   name: 'serial',
   async start(ctx: FacadeContext<SerialSettings>): Promise<RunningFacade> {
     const rt = ctx.runtime;
-    const store: DeviceStore = deviceStore({ db: rt.db, repo: rt.repo, router: rt.router, actor: 'facade:serial' });
+    const store: DeviceStore = deviceStore({ db: rt.db, repo: rt.repo, write: rt.write, actor: 'facade:serial' });
     rt.admin.use(deviceAdminRouter(store));
     const { file, ports: configs } = ctx.settings;
     const ports: RunningPort[] = [];

@@ -43,6 +43,7 @@ export class ManagedPort {
 
   /** What the configured path points at now (a by-id or socat link resolves to the tty), or undefined when gone. */
   private resolveDevice(): Promise<string | undefined> {
+    // realpath fails exactly when the path (or the link's target) is not there: that is the answer.
     return realpath(this.cfg.path).catch(() => undefined);
   }
 

@@ -6,7 +6,7 @@ import type { Identifier } from '@medplum/fhirtypes';
 import type { DeviceStore } from '../../src/index.js';
 import { SERIAL_PORT_SYSTEM } from '../../src/index.js';
 import type { Logger } from '../../src/index.js';
-import { recordMessage, updateMessage } from '../../src/index.js';
+import { ConfluxError, recordMessage, updateMessage } from '../../src/index.js';
 import { encodeMessage } from './astm/frame.js';
 import { answerQuery } from './astm/host-query.js';
 import { AstmReceiver } from './astm/link.js';
@@ -79,6 +79,7 @@ export function astmHandler(cfg: PortConfig, deps: HandlerDeps): PortHandler {
   const receiver = new AstmReceiver({
     write: deps.write,
     receiveTimeoutMs: cfg.receiveTimeoutMs,
+    onError: (err) => deps.log.warn(`port ${cfg.name}: ${err instanceof Error ? err.message : String(err)}`),
     onMessage: async (m) => {
       // Logged (committed) first, so the raw bytes survive whatever mapping does.
       const id = await recordMessage(db, { channel: CHANNEL, direction: 'in', raw: m.raw, sender: cfg.name, messageType: 'ASTM', remoteAddress: cfg.path });
@@ -87,8 +88,10 @@ export function astmHandler(cfg: PortConfig, deps: HandlerDeps): PortHandler {
         outcome = await processAstmText(deps.store, cfg, m.text, id);
       } catch (err) {
         const msg = (err as Error).message;
-        const isData = !(err as { code?: string }).code; // pg errors carry a SQLSTATE code: retryable
-        await updateMessage(db, id, { status: 'error', error: msg }).catch(() => undefined);
+        // A database error (it carries a SQLSTATE code) is retryable; the error model's own errors, whose `code` is
+        // theirs, and everything else are about the content.
+        const isData = err instanceof ConfluxError || !(err as { code?: string }).code;
+        await updateMessage(db, id, { status: 'error', error: msg }).catch((le: Error) => deps.log.error(`port ${cfg.name}: message ${id} error not logged: ${le.message}`));
         deps.onProcessed?.({ messageId: id, error: msg });
         deps.log.warn(`port ${cfg.name}: message ${id} not filed: ${msg}`);
         if (isData) return; // bad content: ACK (resending will not help); it is in the log with its error

@@ -52,13 +52,13 @@ export class FsBlobStore implements BlobStore {
 
   async get(key: string): Promise<Readable> {
     const file = this.file(key);
-    const s = await stat(file).catch(() => undefined);
+    const s = await stat(file).catch(missing);
     if (!s?.isFile()) throw new BlobNotFoundError(key);
     return createReadStream(file);
   }
 
   async stat(key: string): Promise<{ size: number } | undefined> {
-    const s = await stat(this.file(key)).catch(() => undefined);
+    const s = await stat(this.file(key)).catch(missing);
     return s?.isFile() ? { size: s.size } : undefined;
   }
 
@@ -93,7 +93,8 @@ export class FsBlobStore implements BlobStore {
         if (e.isDirectory()) {
           if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) await walk(path.join(abs, e.name), key);
         } else if (e.isFile() && !e.name.endsWith(TMP_SUFFIX) && key.startsWith(prefix)) {
-          const s = await stat(path.join(abs, e.name)).catch(() => undefined);
+          // Removed between readdir and stat: no longer listed.
+          const s = await stat(path.join(abs, e.name)).catch(missing);
           if (s) out.push({ key, size: s.size });
         }
       }
@@ -110,4 +111,10 @@ async function fsyncPath(p: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/** A file that is not there (or whose folder is not) is an answer, "no such blob"; any other failure is not. */
+function missing(err: NodeJS.ErrnoException): undefined {
+  if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+  throw err;
 }

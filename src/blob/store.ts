@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { ConfluxError } from '../errors.js';
 
 /** What `put` accepts: a Node stream or any (async) iterable of chunks (strings are written as UTF-8). */
 export type BlobBody = Readable | AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>;
@@ -28,10 +29,9 @@ export interface BlobStore {
   list(prefix: string): Promise<BlobInfo[]>;
 }
 
-export class BlobNotFoundError extends Error {
-  readonly code = 'ENOENT';
+export class BlobNotFoundError extends ConfluxError {
   constructor(readonly key: string) {
-    super(`Blob "${key}" does not exist`);
+    super('blob-not-found', `Blob "${key}" does not exist`);
   }
 }
 

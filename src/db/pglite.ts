@@ -61,6 +61,7 @@ export class PgliteDatabase implements Database {
         yield r.rows;
       }
     } finally {
+      // CLOSE fails only when the cursor is already gone (its declaration or a fetch failed, and that error propagates).
       await this.db.query(`CLOSE ${name}`).catch(() => undefined);
     }
   }

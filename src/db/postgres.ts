@@ -57,6 +57,8 @@ export class PostgresDatabase implements Database {
       await client.query('COMMIT');
       return result;
     } catch (err) {
+      // A ROLLBACK that fails means the connection is gone, which ends the transaction too; the caller needs the
+      // error that caused the rollback, not that one.
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     } finally {
@@ -77,6 +79,8 @@ export class PostgresDatabase implements Database {
       }
       await client.query('COMMIT');
     } catch (err) {
+      // A ROLLBACK that fails means the connection is gone, which ends the transaction too; the caller needs the
+      // error that caused the rollback, not that one.
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     } finally {

@@ -12,6 +12,7 @@
 import type { DeviceUseStatement, Identifier } from '@medplum/fhirtypes';
 import type { Queryable, Tx } from '../db/database.js';
 import { FhirError, badRequest, conflict, notFound } from '../fhir/outcome.js';
+import { Sql } from '../fhir/search/query.js';
 import { deviceAuditEvent } from './audit.js';
 import { bareId, normalizeIdentifiers } from './identifiers.js';
 import type { Actor, DeviceStore } from './repo-port.js';
@@ -333,24 +334,18 @@ export async function listAssociations(
   filter: { device?: string; patient?: string; activeAt?: Date; limit?: number } = {},
 ): Promise<AssociationView[]> {
   const where: string[] = [];
-  const params: unknown[] = [];
-  if (filter.device) {
-    params.push(bareId(filter.device, 'Device'));
-    where.push(`device_id = $${params.length}`);
-  }
-  if (filter.patient) {
-    params.push(bareId(filter.patient, 'Patient'));
-    where.push(`patient_id = $${params.length}`);
-  }
+  const sql = new Sql();
+  if (filter.device) where.push(`device_id = ${sql.p(bareId(filter.device, 'Device'))}`);
+  if (filter.patient) where.push(`patient_id = ${sql.p(bareId(filter.patient, 'Patient'))}`);
   if (filter.activeAt) {
-    params.push(filter.activeAt.toISOString());
-    where.push(`period_start <= $${params.length}::timestamptz AND (period_end IS NULL OR period_end > $${params.length}::timestamptz)`);
+    const at = sql.p(filter.activeAt.toISOString());
+    where.push(`period_start <= ${at}::timestamptz AND (period_end IS NULL OR period_end > ${at}::timestamptz)`);
   }
-  params.push(Math.min(Math.max(filter.limit ?? 200, 1), 1000));
+  const limit = sql.p(Math.min(Math.max(filter.limit ?? 200, 1), 1000));
   const res = await q.query<FullRow>(
     `SELECT * FROM device_association ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-      ORDER BY period_start DESC, id LIMIT $${params.length}`,
-    params,
+      ORDER BY period_start DESC, id LIMIT ${limit}`,
+    sql.params,
   );
   return res.rows.map(view);
 }

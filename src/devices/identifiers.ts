@@ -1,4 +1,5 @@
 import type { Identifier } from '@medplum/fhirtypes';
+import { badRequest } from '../fhir/outcome.js';
 
 /** IEEE EUI-64 (the OID IHE PCD uses for device identifiers in OBX-18 / PRT-10). */
 export const EUI64_SYSTEM = 'urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680';
@@ -31,7 +32,7 @@ export function normalizeIdentifiers(ids: Identifier[] | undefined): NormalizedI
 /** 'Patient/abc' or 'abc' → 'abc'; throws on another type or a malformed id. */
 export function bareId(ref: string, type: string): string {
   const m = /^(?:([A-Za-z]+)\/)?([A-Za-z0-9\-.]{1,64})$/.exec(ref.trim());
-  if (!m) throw new Error(`"${ref}" is not a ${type} id or reference (expected ${type}/<id>)`);
-  if (m[1] && m[1] !== type) throw new Error(`"${ref}" is a ${m[1]} reference, a ${type} was expected`);
+  if (!m) throw badRequest(`"${ref}" is not a ${type} id or reference (expected ${type}/<id>)`);
+  if (m[1] && m[1] !== type) throw badRequest(`"${ref}" is a ${m[1]} reference, a ${type} was expected`);
   return m[2];
 }

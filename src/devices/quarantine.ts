@@ -8,6 +8,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, Identifier, Resource } from '@medplum/fhirtypes';
 import type { Queryable, Tx } from '../db/database.js';
 import { FhirError, badRequest, conflict, notFound } from '../fhir/outcome.js';
+import { responseBundle, type WrittenEntry } from '../fhir/write.js';
 import { explainAssociation } from './association.js';
 import { deviceAuditEvent } from './audit.js';
 import { bareId } from './identifiers.js';
@@ -197,7 +198,7 @@ export async function assignHeld(
   id: string,
   input: { patient: string; note?: string },
   actor: Actor,
-): Promise<{ held: HeldReading; response: Bundle }> {
+): Promise<{ held: HeldReading; filed: WrittenEntry[]; response: Bundle }> {
   let patientId: string;
   try {
     patientId = bareId(input.patient, 'Patient');
@@ -231,8 +232,9 @@ export async function assignHeld(
       description:
         `held ${row.source} reading of ${iso(row.reading_at)} (${row.reason}) filed to ${patient}` + (input.note ? `: ${input.note}` : ''),
     });
-    const response = await deps.transaction(bundleForPatient(json<Bundle>(row.bundle), patient, audit), tx);
-    return { held: toView(row, false), response };
+    const filed = await deps.transaction(bundleForPatient(json<Bundle>(row.bundle), patient, audit).entry ?? [], tx);
+    // The admin API answered with the transaction-response Bundle before the typed write port existed; it still does.
+    return { held: toView(row, false), filed, response: responseBundle(filed) };
   });
 }
 

@@ -1,8 +1,7 @@
-import type { Bundle, Resource } from '@medplum/fhirtypes';
+import type { BundleEntry, Resource } from '@medplum/fhirtypes';
 import type { Database, Queryable, Tx } from '../db/database.js';
-import { systemAccess } from '../fhir/access.js';
 import type { Repository } from '../fhir/repository.js';
-import type { FhirRouter } from '../fhir/router.js';
+import type { SystemWriter, WrittenEntry } from '../fhir/write.js';
 
 /**
  * The writes this module makes, all through the repository (one write path). Every method takes the
@@ -13,8 +12,8 @@ export interface DeviceStore {
   create<T extends Resource>(resource: T, tx?: Tx): Promise<T>;
   read<T extends Resource>(resourceType: T['resourceType'], id: string, q?: Queryable): Promise<T>;
   update<T extends Resource>(resource: T, tx?: Tx): Promise<T>;
-  /** Executes a FHIR transaction Bundle (conditional creates, urn:uuid references); returns the response Bundle. */
-  transaction(bundle: Bundle, tx?: Tx): Promise<Bundle>;
+  /** Writes transaction entries (conditional creates, urn:uuid references) through the system write port, all or none. */
+  transaction(entries: BundleEntry[], tx?: Tx): Promise<WrittenEntry[]>;
 }
 
 /** Who did it, for AuditEvent.agent and the held_reading / device_association rows. */
@@ -23,12 +22,9 @@ export interface Actor {
   who: string;
 }
 
-/**
- * Builds the store from the lead's Repository and the FHIR router (whose bundle processor runs
- * transaction Bundles exactly as POST /fhir does).
- */
-export function deviceStore(opts: { db: Database; repo: Repository; router: FhirRouter; actor?: string }): DeviceStore {
-  const access = systemAccess(opts.actor ?? 'facade:devices');
+/** Builds the store from the Repository and the core's system write port (which runs entries exactly as POST /fhir does). */
+export function deviceStore(opts: { db: Database; repo: Repository; write: SystemWriter; actor?: string }): DeviceStore {
+  const actor = opts.actor ?? 'facade:devices';
   return {
     db: opts.db,
     async create(resource, tx) {
@@ -40,9 +36,8 @@ export function deviceStore(opts: { db: Database; repo: Repository; router: Fhir
     async update(resource, tx) {
       return (await opts.repo.update(resource, { tx })).resource;
     },
-    async transaction(bundle, tx) {
-      const res = await opts.router.handle({ method: 'POST', path: '', query: [], headers: {}, body: bundle, access, tx });
-      return (res.resource ?? JSON.parse(res.json as string)) as Bundle;
+    transaction(entries, tx) {
+      return opts.write.transaction({ actor, entries, tx });
     },
   };
 }

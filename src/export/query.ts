@@ -3,6 +3,8 @@
  * read as they are; rows changed after it (updated or deleted since kick-off) are read from their latest
  * history version at or before the cut, so the files show the store exactly as it was at transactionTime.
  */
+import { Sql } from '../fhir/search/query.js';
+
 export interface TypeQuery {
   sql: string;
   params: unknown[];
@@ -27,13 +29,12 @@ export interface TypeQueryOptions {
  * compartment here; the caller checks them from their content (they are few: only changes since kick-off).
  */
 export function typeQuery(o: TypeQueryOptions): TypeQuery {
-  const params: unknown[] = [o.type, o.cutSeq];
-  const p = (v: unknown) => {
-    params.push(v);
-    return `$${params.length}`;
-  };
-  const current: string[] = ['r.resource_type = $1', 'r.seq <= $2', 'NOT r.deleted'];
-  const late: string[] = ['r.resource_type = $1', 'r.seq > $2', 'NOT h.deleted'];
+  const q = new Sql();
+  const p = (v: unknown) => q.p(v);
+  const type = p(o.type);
+  const cut = p(o.cutSeq);
+  const current: string[] = [`r.resource_type = ${type}`, `r.seq <= ${cut}`, 'NOT r.deleted'];
+  const late: string[] = [`r.resource_type = ${type}`, `r.seq > ${cut}`, 'NOT h.deleted'];
   if (o.since) {
     const s = p(o.since);
     current.push(`r.last_updated > ${s}::timestamptz`);
@@ -49,11 +50,11 @@ UNION ALL
 SELECT r.id, h.content, true AS late FROM resource r
 CROSS JOIN LATERAL (
   SELECT hh.content, hh.deleted, hh.last_updated FROM resource_history hh
-  WHERE hh.resource_type = r.resource_type AND hh.id = r.id AND hh.seq <= $2
+  WHERE hh.resource_type = r.resource_type AND hh.id = r.id AND hh.seq <= ${cut}
   ORDER BY hh.version_id DESC LIMIT 1
 ) h
 WHERE ${late.join(' AND ')}`;
-  return { sql, params };
+  return { sql, params: q.params };
 }
 
 /**

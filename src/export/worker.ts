@@ -18,11 +18,12 @@ import { type ExportFile, type ExportJob, JobStore } from './jobs.js';
 import { writeNdjsonParts } from './ndjson-files.js';
 import { deletedQuery, PRESENT_TYPES_SQL, type TypeQueryOptions, typeQuery } from './query.js';
 import type { ExportSettings } from './settings.js';
+import { ConfluxError } from '../errors.js';
 
 /** Why a running job stopped early. */
-class Stop extends Error {
+class Stop extends ConfluxError {
   constructor(readonly why: 'shutdown' | 'lost') {
-    super(why === 'shutdown' ? 'server shutting down' : 'job cancelled or taken over');
+    super('cancelled', why === 'shutdown' ? 'server shutting down' : 'job cancelled or taken over');
   }
 }
 
@@ -396,7 +397,8 @@ async function* prefetch<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
     }
   } finally {
     if (!finished) {
-      // Let the outstanding fetch settle before closing the cursor, or the close would race it.
+      // Let the outstanding fetch settle before closing the cursor, or the close would race it. Its failure, if any,
+      // is moot: the caller stopped reading (it failed or finished early) and is already handling that.
       await next.catch(() => undefined);
       await it.return?.();
     }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, BundleEntryResponse, Resource } from '@medplum/fhirtypes';
 import type { Tx } from '../db/database.js';
+import { ConfluxError } from '../errors.js';
 import { badRequest, FhirError, outcome, preconditionFailed } from './outcome.js';
 import { parseQuery } from './repository.js';
 import type { FhirRequest, FhirResponse, FhirRouter, HttpMethod, RouterContext } from './router.js';
@@ -35,39 +36,54 @@ async function processBundle(router: FhirRouter, req: FhirRequest, ctx: RouterCo
   if (bundle.type !== 'transaction' && bundle.type !== 'batch') {
     throw badRequest(`Bundle.type must be "transaction" or "batch", not "${bundle.type}"`, 'Bundle.type');
   }
-  const entries = bundle.entry ?? [];
-  entries.forEach((e, i) => checkEntry(e, i));
   const minimal = /return=minimal/.test(req.headers.prefer ?? '');
-  if (bundle.type === 'batch') {
-    const responses: BundleEntry[] = [];
+  const responses = await runEntries(router, req, ctx, bundle.type, bundle.entry ?? []);
+  const entry = responses.map((r, i) => (r instanceof FhirError ? errorEntry(r) : toEntry(r, minimal)));
+  return { status: 200, resource: { resourceType: 'Bundle', type: `${bundle.type}-response`, entry } };
+}
+
+/**
+ * Runs the entries of a batch or transaction through `router.handle`, in FHIR's processing order. A transaction
+ * answers every entry or throws (naming the entry) and writes nothing; a batch answers each entry or its error.
+ * Used by POST /fhir and, in-process, by the system write port (write.ts).
+ */
+export async function runEntries(
+  router: FhirRouter,
+  req: FhirRequest,
+  ctx: RouterContext,
+  type: 'transaction' | 'batch',
+  entries: BundleEntry[],
+): Promise<Array<FhirResponse | FhirError>> {
+  entries.forEach((e, i) => checkEntry(e, i));
+  if (type === 'batch') {
+    const responses: Array<FhirResponse | FhirError> = [];
     for (let i = 0; i < entries.length; i++) {
       try {
-        const res = await router.handle(toRequest(planEntry(entries[i], i, ctx.baseUrl), req));
-        responses.push(toEntry(res, minimal));
+        responses.push(await router.handle(toRequest(planEntry(entries[i], i, ctx.baseUrl), req)));
       } catch (err) {
-        responses.push(errorEntry(err, i));
+        responses.push(atEntry(err, i));
       }
     }
-    return { status: 200, resource: { resourceType: 'Bundle', type: 'batch-response', entry: responses } };
+    return responses;
   }
-  const run = async (outer: Tx): Promise<FhirResponse> => {
+  const run = async (outer: Tx): Promise<FhirResponse[]> => {
     const tx = ctx.repo.batchWrites(outer);
     const planned = entries.map((e, i) => planEntry(e, i, ctx.baseUrl));
     const ids = await resolveIdentities(tx, entries, planned, ctx);
     for (const p of planned) {
       if (p.body) p.body = await rewriteReferences(tx, p.body, ids, p.index);
     }
-    const results: BundleEntry[] = new Array(entries.length);
+    const results: FhirResponse[] = new Array(entries.length);
     const order = [...planned].sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
     for (const p of order) {
       try {
-        results[p.index] = toEntry(await router.handle(toRequest(p, req, tx)), minimal);
+        results[p.index] = await router.handle(toRequest(p, req, tx));
       } catch (err) {
         throw atEntry(err, p.index);
       }
     }
     await tx.flush();
-    return { status: 200, resource: { resourceType: 'Bundle', type: 'transaction-response', entry: results } };
+    return results;
   };
   return req.tx ? run(req.tx) : ctx.repo.db.transaction(run);
 }
@@ -233,17 +249,17 @@ function toEntry(res: FhirResponse, minimal: boolean): BundleEntry {
   return { ...(resource && !minimal ? { resource } : {}), response };
 }
 
-function errorEntry(err: unknown, index: number): BundleEntry {
-  const e = atEntry(err, index);
+function errorEntry(e: FhirError): BundleEntry {
   return { response: { status: String(e.status), outcome: e.outcome } };
 }
 
 /** Prefixes the failure with the entry it came from, so the client can find it in a 500-entry Bundle. */
-function atEntry(err: unknown, index: number): FhirError {
-  if ((err as { wholeTransaction?: boolean }).wholeTransaction) return err as FhirError;
-  if (!(err instanceof FhirError)) {
-    return new FhirError(500, outcome('error', 'exception', `Bundle.entry[${index}]: ${(err as Error).message}`));
-  }
+function atEntry(failure: unknown, index: number): FhirError {
+  if ((failure as { wholeTransaction?: boolean }).wholeTransaction) return failure as FhirError;
+  let err: FhirError;
+  if (failure instanceof FhirError) err = failure;
+  else if (failure instanceof ConfluxError) err = new FhirError(failure.httpStatus, failure.toOutcome());
+  else return new FhirError(500, outcome('error', 'exception', `Bundle.entry[${index}]: ${(failure as Error).message}`));
   const issues = (err.outcome.issue ?? []).map((issue) => ({
     ...issue,
     diagnostics: `Bundle.entry[${index}]: ${issue.diagnostics ?? issue.details?.text ?? ''}`,

@@ -1,6 +1,7 @@
 import type { Bundle, BundleEntry, BundleLink, Resource } from '@medplum/fhirtypes';
 import type { Queryable } from '../db/database.js';
 import { badRequest } from './outcome.js';
+import { Sql } from './search/query.js';
 import type { SearchParams } from './repository.js';
 
 export interface HistoryRequest {
@@ -56,11 +57,8 @@ export function instantRange(value: string, name: string): [Date, Date] {
  */
 export async function readHistory(q: Queryable, req: HistoryRequest): Promise<Bundle> {
   const where: string[] = [];
-  const args: unknown[] = [];
-  const arg = (v: unknown) => {
-    args.push(v);
-    return `$${args.length}`;
-  };
+  const bind = new Sql();
+  const arg = (v: unknown) => bind.p(v);
   if (req.resourceType) where.push(`h.resource_type = ${arg(req.resourceType)}`);
   if (req.id) where.push(`h.id = ${arg(req.id)}`);
   if (req.allowedTypes) where.push(`h.resource_type = ANY(${arg([...req.allowedTypes])})`);
@@ -110,7 +108,7 @@ export async function readHistory(q: Queryable, req: HistoryRequest): Promise<Bu
   const sql = `SELECT h.seq, h.resource_type, h.id, h.version_id, h.last_updated, h.deleted, h.method, h.content
                  FROM resource_history h ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
                 ORDER BY h.seq DESC LIMIT ${count + 1}`;
-  const rows = (await q.query<HistoryRow>(sql, args)).rows;
+  const rows = (await q.query<HistoryRow>(sql, bind.params)).rows;
   const page = rows.slice(0, count);
   const base = `${req.baseUrl}/${req.path}`;
   const linkUrl = (extra: Array<[string, string]>) =>

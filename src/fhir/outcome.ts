@@ -1,18 +1,27 @@
 import type { OperationOutcome, OperationOutcomeIssue } from '@medplum/fhirtypes';
+import { ConfluxError, isErrorCode } from '../errors.js';
 
 export type IssueCode = OperationOutcomeIssue['code'];
 
 /**
- * A failure a client can act on: an HTTP status plus the OperationOutcome that explains it.
- * Thrown anywhere below the HTTP adapter; the adapter turns it into the response as is.
+ * A failure of a FHIR interaction: an HTTP status plus the OperationOutcome that explains it, answered as is.
+ * Its code is the first issue's type ('not-found', 'invalid', 'conflict', …).
  */
-export class FhirError extends Error {
+export class FhirError extends ConfluxError {
   constructor(
     readonly status: number,
     readonly outcome: OperationOutcome,
     readonly headers: Record<string, string> = {},
   ) {
-    super(outcome.issue?.map((i) => i.diagnostics ?? i.details?.text).join('; ') || `HTTP ${status}`);
+    const type = outcome.issue?.[0]?.code;
+    super(isErrorCode(type) ? type : 'exception', outcome.issue?.map((i) => i.diagnostics ?? i.details?.text).join('; ') || `HTTP ${status}`, {
+      status,
+      issue: type ?? 'exception',
+    });
+  }
+
+  override toOutcome(): OperationOutcome {
+    return this.outcome;
   }
 
   static of(status: number, code: IssueCode, diagnostics: string, expression?: string): FhirError {
@@ -41,4 +50,10 @@ export const forbidden = (msg: string) => FhirError.of(403, 'forbidden', msg);
 
 export function allOk(msg = 'All OK'): OperationOutcome {
   return outcome('information', 'informational', msg);
+}
+
+/** For `.catch()` on a read whose absence is an answer: a 404 or 410 becomes undefined, any other failure stays one. */
+export function absentIfGone(err: unknown): undefined {
+  if (err instanceof FhirError && (err.status === 404 || err.status === 410)) return undefined;
+  throw err;
 }

@@ -5,6 +5,7 @@ import { badRequest, conflict, FhirError, gone, notFound, outcome, preconditionF
 import { assertValidResource, assertResourceType, assertValidId } from './validation.js';
 import { indexResourcesCtes, patientCompartmentsOf, removeResourceIndex, searchIds, searchIdsMany } from './search/index.js';
 import { applyJsonPatch } from './patch.js';
+import { readLatest, readMany } from './read-many.js';
 
 export interface StoredVersion {
   resourceType: string;
@@ -169,6 +170,16 @@ export class Repository {
 
   async readResource<T extends Resource = Resource>(resourceType: string, id: string, q: Queryable = this.db): Promise<T> {
     return JSON.parse((await this.read(resourceType, id, q)).content as string) as T;
+  }
+
+  /** The current resources among `ids` in their order, in one round trip; unknown and deleted ones left out. */
+  readMany<T extends Resource = Resource>(resourceType: string, ids: string[], q: Queryable = this.db): Promise<T[]> {
+    return readMany<T>(q, resourceType, ids);
+  }
+
+  /** Current versions, or for deleted resources their last version before the deletion, by id. */
+  readLatest<T extends Resource = Resource>(resourceType: string, ids: string[], q: Queryable = this.db): Promise<Map<string, { resource: T; deleted: boolean }>> {
+    return readLatest<T>(q, resourceType, ids);
   }
 
   async vread(resourceType: string, id: string, versionId: string, q: Queryable = this.db): Promise<StoredVersion> {

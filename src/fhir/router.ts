@@ -36,6 +36,8 @@ export interface FhirResponse {
   json?: string;
   /** For writes: the OperationOutcome returned under `Prefer: return=OperationOutcome`. */
   outcome?: OperationOutcome;
+  /** The version a read or write answered with, typed, so in-process callers need not parse Location or the body. */
+  version?: { resourceType: string; id: string; versionId: string; action: 'created' | 'updated' | 'matched' };
 }
 
 export interface RouterContext {
@@ -144,14 +146,17 @@ function bodyResource(req: FhirRequest, type: string, id?: string): Resource {
   return body;
 }
 
+/** A read answers 'matched': inside a transaction, a conditional create that found its resource becomes a read (bundle.ts). */
 function readResponse(v: StoredVersion, status = 200): FhirResponse {
-  return { status, headers: versionHeaders(v), json: v.content as string };
+  return { status, headers: versionHeaders(v), json: v.content as string, version: { resourceType: v.resourceType, id: v.id, versionId: String(v.versionId), action: 'matched' } };
 }
 
 function writeResponse(
   ctx: RouterContext,
   r: { resource: Resource; created: boolean; json: string },
   message: string,
+  /** What an existing resource's write did: a conditional create that matched, or an update. */
+  existing: 'updated' | 'matched' = 'updated',
 ): FhirResponse {
   const { resourceType, id, meta } = r.resource;
   const location = `${ctx.baseUrl}/${resourceType}/${id}/_history/${meta?.versionId}`;
@@ -164,6 +169,7 @@ function writeResponse(
     },
     json: r.json,
     outcome: allOk(message),
+    version: { resourceType, id: id as string, versionId: String(meta?.versionId), action: r.created ? 'created' : existing },
   };
 }
 
@@ -193,7 +199,7 @@ const create: Handler = async (req, { type }, ctx) => {
   req.access.assertResource(resource, 'create');
   const ifNoneExist = req.headers['if-none-exist'];
   const r = await ctx.repo.create(resource, { ifNoneExist, tx: req.tx, assignedId: req.assignedId });
-  return writeResponse(ctx, r, r.created ? `Created ${type}/${r.resource.id}` : `Matched existing ${type}/${r.resource.id}; nothing created`);
+  return writeResponse(ctx, r, r.created ? `Created ${type}/${r.resource.id}` : `Matched existing ${type}/${r.resource.id}; nothing created`, 'matched');
 };
 
 const update: Handler = async (req, { type, id }, ctx) => {

@@ -1,6 +1,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { AccessPolicy } from '../fhir/access.js';
-import { FhirError, outcome } from '../fhir/outcome.js';
+import { FhirError } from '../fhir/outcome.js';
+import { httpFailure } from './error-outcome.js';
 import type { FhirRequest, FhirResponse, FhirRouter, HttpMethod } from '../fhir/router.js';
 
 export const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -129,25 +130,10 @@ function notModified(req: Request, headers: Record<string, string>): boolean {
 
 /** Every failure leaves as an OperationOutcome: no HTML error pages, no stack traces. */
 export function fhirErrorHandler(err: unknown, _req: Request, res: Response, _next: NextFunction): void {
-  let status = 500;
-  let body = outcome('error', 'exception', 'Internal server error; the details are in the server log');
-  let headers: Record<string, string> = {};
-  const e = err as { status?: number; type?: string; message?: string; limit?: number };
-  if (err instanceof FhirError) {
-    status = err.status;
-    body = err.outcome;
-    headers = err.headers;
-  } else if (e?.type === 'entity.too.large') {
-    status = 413;
-    body = outcome('error', 'too-costly', `Request body is larger than the limit of ${e.limit} bytes (MAX_BODY_BYTES)`);
-  } else if (e?.type === 'entity.parse.failed' || e?.type === 'encoding.unsupported') {
-    status = 400;
-    body = outcome('error', 'structure', `Request body could not be read: ${e.message}`);
-  } else {
-    console.error('[fhir] unhandled error:', err);
-  }
+  const f = httpFailure(err);
+  if (f.internal) console.error('[fhir] unhandled error:', err);
   if (res.headersSent) return;
-  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
-  res.status(status);
-  endJson(res, JSON.stringify(body));
+  for (const [k, v] of Object.entries(f.headers)) res.setHeader(k, v);
+  res.status(f.status);
+  endJson(res, JSON.stringify(f.outcome));
 }

@@ -8,6 +8,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Queryable } from '../db/database.js';
+import { notFound } from '../fhir/outcome.js';
+import { Sql } from '../fhir/search/query.js';
 
 export type MessageStatus = 'received' | 'processed' | 'error' | 'held';
 export type MessageDirection = 'in' | 'out';
@@ -139,11 +141,8 @@ export async function recordMessage(q: Queryable, m: NewMessage): Promise<string
 
 export async function updateMessage(q: Queryable, id: string, patch: MessagePatch): Promise<void> {
   const sets: string[] = [];
-  const params: unknown[] = [];
-  const set = (col: string, value: unknown) => {
-    params.push(value);
-    sets.push(`${col} = $${params.length}`);
-  };
+  const sql = new Sql();
+  const set = (col: string, value: unknown) => sets.push(`${col} = ${sql.p(value)}`);
   if (patch.status !== undefined) {
     set('status', patch.status);
     if (patch.processedAt === undefined && patch.status !== 'received') set('processed_at', new Date().toISOString());
@@ -160,9 +159,8 @@ export async function updateMessage(q: Queryable, id: string, patch: MessagePatc
   if (patch.resolution !== undefined) set('resolution', patch.resolution);
   if (patch.countAttempt) sets.push('attempts = attempts + 1');
   sets.push('updated_at = now()');
-  params.push(id);
-  const res = await q.query(`UPDATE message_log SET ${sets.join(', ')} WHERE id = $${params.length}`, params);
-  if (res.rowCount === 0) throw new Error(`message ${id} not found in the message log`);
+  const res = await q.query(`UPDATE message_log SET ${sets.join(', ')} WHERE id = ${sql.p(id)}`, sql.params);
+  if (res.rowCount === 0) throw notFound(`message ${id} not found in the message log`);
 }
 
 /**
@@ -198,11 +196,8 @@ export async function getMessage(q: Queryable, id: string): Promise<MessageRecor
 
 export async function listMessages(q: Queryable, filter: MessageFilter = {}): Promise<MessageSummary[]> {
   const where: string[] = [];
-  const params: unknown[] = [];
-  const p = (v: unknown) => {
-    params.push(v);
-    return `$${params.length}`;
-  };
+  const sql = new Sql();
+  const p = (v: unknown) => sql.p(v);
   if (filter.channel) where.push(`channel = ${p(filter.channel)}`);
   if (filter.direction) where.push(`direction = ${p(filter.direction)}`);
   if (filter.status) {
@@ -227,7 +222,7 @@ export async function listMessages(q: Queryable, filter: MessageFilter = {}): Pr
   const res = await q.query<Row>(
     `SELECT ${SUMMARY_COLUMNS} FROM message_log ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
       ORDER BY seq DESC LIMIT ${limit}`,
-    params,
+    sql.params,
   );
   return res.rows.map(toSummary);
 }

@@ -204,4 +204,11 @@ describe('conflux CLI', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('unknown command');
   });
+
+  it('answers wrong use of a known command with exit code 2 and, under --json, the error and its code', () => {
+    const r = conflux(['outbound', 'replay', 'some-id', '--all', '--json'], {});
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stdout)).toEqual({ error: 'outbound replay: give either a message id or --all, not both', code: 'usage' });
+    expect(r.stderr).toContain('conflux: outbound replay: give either a message id or --all, not both');
+  });
 });

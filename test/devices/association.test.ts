@@ -107,8 +107,8 @@ describe.each(databases)('patient–device association (%s)', (kind) => {
       type: 'transaction',
       entry: [{ fullUrl: 'urn:uuid:1b0c7b4e-0000-4000-8000-000000000001', resource: { resourceType: 'Observation', status: 'final', code: { text: 'x' } }, request: { method: 'POST', url: 'Observation' } }],
     };
-    const res = await env.store.transaction(bundle);
-    expect(res.type).toBe('transaction-response');
-    expect(res.entry?.[0].response?.status).toMatch(/^201/);
+    const [written] = await env.store.transaction(bundle.entry!);
+    expect(written).toMatchObject({ ok: true, status: 201, action: 'created', resourceType: 'Observation', versionId: '1' });
+    expect((await env.rt.repo.readResource('Observation', written!.id)).resourceType).toBe('Observation');
   });
 });

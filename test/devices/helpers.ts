@@ -19,7 +19,7 @@ export async function openTestEnv(kind: 'pglite' | 'postgres' = 'pglite'): Promi
   if (!backend) throw new Error(`no ${kind} test database (is TEST_DATABASE_URL set?)`);
   const { db, drop } = await backend.open();
   const rt = await createRuntime(await loadConfig({ AUTH: 'off', PORT: '0' }), { db });
-  const store = deviceStore({ db, repo: rt.repo, router: rt.router });
+  const store = deviceStore({ db, repo: rt.repo, write: rt.write });
   return {
     rt,
     db,

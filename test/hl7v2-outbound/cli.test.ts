@@ -24,16 +24,20 @@ describe('conflux destination / outbound commands', () => {
     return JSON.parse(stdout);
   };
   /** A command that must fail: exit code 1 and, with --json, {"error": ...} on stdout. */
-  const cliFails = async (...args: string[]): Promise<string> => {
+  const failsWith = async (exitCode: number, args: string[]): Promise<string> => {
     try {
       await run(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args, '--json'], { env: { ...process.env, DATA_DIR: dir, AUTH: 'off' } });
     } catch (err) {
       const e = err as { code?: number; stdout?: string };
-      expect(e.code).toBe(1);
+      expect(e.code).toBe(exitCode);
       return String(JSON.parse(e.stdout ?? '{}').error ?? e.stdout);
     }
     throw new Error(`conflux ${args.join(' ')} succeeded but should have failed`);
   };
+  /** Refused by the server: exit code 1. */
+  const cliFails = (...args: string[]) => failsWith(1, args);
+  /** Wrong use of the command, found before any server is asked: exit code 2. */
+  const usageFails = (...args: string[]) => failsWith(2, args);
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'conflux-cli-'));
@@ -82,9 +86,9 @@ describe('conflux destination / outbound commands', () => {
     expect(await total()).toBe(1);
 
     // A bare replay used to resend every dead message.
-    expect(await cliFails('outbound', 'replay')).toMatch(/needs a message id .*or --all/);
-    expect(await cliFails('outbound', 'replay', '--destination', 'epic-results')).toMatch(/or --all/);
-    expect(await cliFails('outbound', 'replay', String(dead.id), '--all')).toMatch(/either a message id or --all/);
+    expect(await usageFails('outbound', 'replay')).toMatch(/needs a message id .*or --all/);
+    expect(await usageFails('outbound', 'replay', '--destination', 'epic-results')).toMatch(/or --all/);
+    expect(await usageFails('outbound', 'replay', String(dead.id), '--all')).toMatch(/either a message id or --all/);
     expect(await total()).toBe(1);
 
     // "--rebuild <id>": --rebuild is a switch, so <id> is the message id, not its value.

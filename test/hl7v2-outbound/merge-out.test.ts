@@ -55,7 +55,7 @@ describe.each(testDatabases())('patient merge outbound on $name', (tdb) => {
     const res = await server.admin('POST', '/destinations', { name: 'mpi', host: '127.0.0.1', port: mpi.port, profile: 'epic', types: 'ADT' });
     expect(res.status, JSON.stringify(res.body)).toBe(201);
     const rt = server.runtime;
-    deps = await inboundDeps({ db: rt.db, router: rt.router, log: { ...makeLogger('in'), info: () => undefined, warn: () => undefined } });
+    deps = await inboundDeps({ db: rt.db, router: rt.router, write: rt.write, log: { ...makeLogger('in'), info: () => undefined, warn: () => undefined } });
   });
   afterAll(async () => {
     await server?.stop();

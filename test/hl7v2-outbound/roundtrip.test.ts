@@ -170,7 +170,7 @@ describe.each(runs)('ORU round trip v2 → FHIR → v2 over MLLP, every result m
     peer = await startPeer();
     server = await startOutboundServer(opened.db);
     const rt = server.runtime;
-    const deps = await inboundDeps({ db: rt.db, router: rt.router, log: { ...makeLogger('in'), info: () => undefined, warn: () => undefined } });
+    const deps = await inboundDeps({ db: rt.db, router: rt.router, write: rt.write, log: { ...makeLogger('in'), info: () => undefined, warn: () => undefined } });
     listener = await startMllpListener(deps, { port: 0, host: '127.0.0.1', maxMessageBytes: 4 << 20, idleTimeoutMs: 60_000 });
     // Much of the corpus is sent with MSH-11 D or T (test tools): this destination takes it, and MSH-11 must follow.
     const res = await server.admin('POST', '/destinations', { name: 'rt', host: '127.0.0.1', port: peer.port, profile: 'generic', types: 'ORU', options: { forwardNonProduction: true } });

@@ -201,7 +201,7 @@ describe.each(testDatabases())('HL7 v2 outbound walkthrough fixes on $name', (td
     expect(JSON.stringify(bad.body)).toMatch(/forwardNonProduction must be true or false/);
 
     const rt = server.runtime;
-    const deps = await inboundDeps({ db: rt.db, router: rt.router, log: { ...makeLogger('in'), info: () => undefined, warn: () => undefined } });
+    const deps = await inboundDeps({ db: rt.db, router: rt.router, write: rt.write, log: { ...makeLogger('in'), info: () => undefined, warn: () => undefined } });
     const oru = (pid: string, n: number) =>
       [
         `MSH|^~\\&|LAB|HOSP|CONFLUX|CONFLUX|20240305101500||ORU^R01|PID-${pid}-${n}|${pid}|2.5.1`,

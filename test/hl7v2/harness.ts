@@ -22,7 +22,7 @@ export async function startHarness(kind: 'pglite' | 'postgres', tweak?: (d: Proc
   const t: TestDb = await openTestDb(kind);
   const config = await loadConfig({ AUTH: 'off', DATA_DIR: '/tmp/conflux-hl7-test', PORT: '0' });
   const rt = await createRuntime(config, { db: t.db });
-  const deps = await inboundDeps({ db: rt.db, router: rt.router, log: quiet });
+  const deps = await inboundDeps({ db: rt.db, router: rt.router, write: rt.write, log: quiet });
   tweak?.(deps);
   const listener = await startMllpListener(deps, { port: 0, host: '127.0.0.1', maxMessageBytes: 2 * 1024 * 1024, idleTimeoutMs: 60_000 });
   const h: Harness = {

@@ -150,7 +150,7 @@ describe.skipIf(!hasOpenssl).each(DB_KINDS)('MLLP over TLS (%s)', (kind) => {
     t = await openTestDb(kind);
     const config = await loadConfig({ AUTH: 'off', DATA_DIR: '/tmp/conflux-hl7-test', PORT: '0' });
     rt = await createRuntime(config, { db: t.db });
-    deps = await inboundDeps({ db: rt.db, router: rt.router, log: { info: () => undefined, warn: (m: string) => void warnings.push(m), error: () => undefined } });
+    deps = await inboundDeps({ db: rt.db, router: rt.router, write: rt.write, log: { info: () => undefined, warn: (m: string) => void warnings.push(m), error: () => undefined } });
   }, 60_000);
   afterAll(async () => {
     for (const l of listeners) await l.close();

@@ -152,8 +152,8 @@ describe.skipIf(!SHARED_DATA)('ASTM over a real pty (socat) (analyzer captures o
     expect(held.summary).toEqual(['Observation 2951-2 139 mmol/L', 'Observation 2823-3 4.1 mmol/L']);
     const other = await env.patient('Assigned Patient');
     const out = await assignHeld(env.store, held.id, { patient: other, note: 'sample labelled for bed 4' }, who);
-    const created = out.response.entry!.filter((x) => x.response?.status?.startsWith('201')).map((x) => x.response!.location!);
-    expect(created.some((l) => l.includes('/AuditEvent/'))).toBe(true);
+    expect(out.filed.some((w) => w.action === 'created' && w.resourceType === 'AuditEvent')).toBe(true);
+    expect(out.response.entry!.some((x) => x.response?.status === '201 Created' && x.response.location?.startsWith('AuditEvent/'))).toBe(true);
     const obs = await env.db.query<{ content: string }>(`SELECT content FROM resource WHERE resource_type = 'Observation' AND content LIKE '%1DC099XY%' OR (resource_type = 'Observation' AND content LIKE '%"value":139%')`);
     expect(obs.rows.map((r) => JSON.parse(r.content).subject?.reference)).toContain(other);
     await expect(assignHeld(env.store, held.id, { patient: other }, who)).rejects.toMatchObject({ status: 409 });

@@ -109,6 +109,7 @@ export async function parseMultipart(body: AsyncIterable<Buffer>, boundary: stri
   if ((state as State) === 'body') {
     await step(true);
     part?.destroy(new Error('the multipart body ended before the closing boundary'));
+    // The handler reports its own failures (the STOW route records each part's); what matters now is that it ended.
     await handler?.catch(() => undefined);
     throw new Error('the multipart body ended before the closing boundary');
   }

@@ -10,6 +10,7 @@ import { type DicomJson, num, str, tagOf, vrOf } from '../part10.js';
 import { project } from '../matching.js';
 import { findLevel, type Level } from '../query.js';
 import type { DicomServices } from '../services.js';
+import { dimseFailure } from '../failure.js';
 import { IngestError, STATUS, type StoredInstance } from '../store.js';
 import { boundaryOf, MultipartWriter, parseMultipart } from './multipart.js';
 
@@ -87,8 +88,9 @@ export function dicomwebRouter(rt: Runtime, svc: DicomServices, base: () => stri
         stored.push(s);
       } catch (err) {
         body.resume();
-        const e = err instanceof IngestError ? err : new IngestError(STATUS.processingFailure, (err as Error).message);
-        failed.push(failure(e.detail.sopClassUid ?? '', e.detail.sopUid ?? '', e.status, e.comment));
+        const f = dimseFailure(err, STATUS.processingFailure);
+        const detail = err instanceof IngestError ? err.detail : {};
+        failed.push(failure(detail.sopClassUid ?? '', detail.sopUid ?? '', f.status, f.comment));
       }
     }).catch((err: Error) => {
       if (stored.length === 0 && failed.length === 0) throw badRequest(`STOW-RS body is not valid multipart/related: ${err.message}`);

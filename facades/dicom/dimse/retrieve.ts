@@ -1,6 +1,7 @@
 /** C-MOVE and C-GET: which instances a retrieve identifier selects, and sending them as C-STOREs. */
 import type { Readable } from 'node:stream';
 import type { DicomConfig, KnownAe } from '../config.js';
+import { IngestError, STATUS } from '../failure.js';
 import type { DicomJson } from '../part10.js';
 import { str } from '../part10.js';
 import type { DicomServices } from '../services.js';
@@ -30,7 +31,7 @@ export async function retrieveInstances(svc: DicomServices, query: DicomJson): P
     for (const s of studies.rows) rows.push(...(await svc.store.instances({ studyUid: s.study_uid })));
     return rows;
   }
-  throw new Error('the retrieve identifier names no Study, Series or SOP Instance UID, nor a Patient ID');
+  throw new IngestError(STATUS.cannotUnderstand, 'the retrieve identifier names no Study, Series or SOP Instance UID, nor a Patient ID');
 }
 
 async function readAll(stream: Readable): Promise<Buffer> {

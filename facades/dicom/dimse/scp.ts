@@ -13,7 +13,7 @@ import { findLevel, type Level } from '../query.js';
 import { type IndexedInstanceRow, InstanceSink, IngestError, STATUS } from '../store.js';
 import type { DicomServices } from '../services.js';
 import { findWorklist } from '../worklist.js';
-import { MppsError } from '../mpps.js';
+import { dimseFailure } from '../failure.js';
 import { loadDataset, retrieveInstances, sendToAe } from './retrieve.js';
 
 export const dimse = dimseModule as unknown as typeof import('dcmjs-dimse');
@@ -58,10 +58,11 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
         response.setStatus(Status.Success);
         callback(response);
       },
-      (err: Error) => {
-        log.warn(`MPPS ${what} failed: ${err.message}`);
-        response.setStatus(err instanceof MppsError ? err.status : 0x0110);
-        response.setErrorComment(err.message.slice(0, 64));
+      (err: unknown) => {
+        const f = dimseFailure(err, STATUS.processingFailure);
+        log.warn(`MPPS ${what} failed: ${f.message}`);
+        response.setStatus(f.status);
+        response.setErrorComment(f.comment);
         callback(response);
       },
     );
@@ -117,7 +118,10 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
         if (counts.remaining > 0) respond(Status.Pending, counts);
       });
       respond(counts.failed ? (counts.completed ? 0xb000 : 0xa702) : Status.Success, counts);
-    })().catch((err: Error) => respond(0xc000, NO_COUNTS, err.message));
+    })().catch((err: unknown) => {
+      const f = dimseFailure(err, STATUS.cannotUnderstand);
+      respond(f.status, NO_COUNTS, f.comment);
+    });
   };
 
   return class ConfluxScp extends Scp {
@@ -262,7 +266,10 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
           response.setStatus(Status.Success);
           callback(response);
         })
-        .catch((err: Error) => (err instanceof IngestError ? fail(err.status, err.comment, err.message) : fail(STATUS.outOfResources, err.message)));
+        .catch((err: unknown) => {
+          const f = dimseFailure(err, STATUS.outOfResources);
+          fail(f.status, f.comment, f.message);
+        });
     }
 
     cFindRequest(request: InstanceType<typeof dimse.requests.CFindRequest>, callback: (r: Array<InstanceType<typeof CFindResponse>>) => void): void {
@@ -289,11 +296,12 @@ export function makeScpClass(svc: DicomServices, cfg: DicomConfig, log: Logger):
           final.setStatus(Status.Success);
           callback([...responses, final]);
         })
-        .catch((err: Error) => {
-          log.warn(`C-FIND from ${this.callingAe} failed: ${err.message}`);
+        .catch((err: unknown) => {
+          const f = dimseFailure(err, STATUS.cannotUnderstand);
+          log.warn(`C-FIND from ${this.callingAe} failed: ${f.message}`);
           const final = CFindResponse.fromRequest(request);
-          final.setStatus(err instanceof IngestError ? err.status : 0xc000);
-          final.setErrorComment(err.message.slice(0, 64));
+          final.setStatus(f.status);
+          final.setErrorComment(f.comment);
           callback([final]);
         });
     }

@@ -7,7 +7,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { escapeHl7 } from '../escape.js';
-import { DEFAULT_DELIMITERS, type Delimiters, type Hl7v2Message, type Segment } from '../message.js';
+import { DEFAULT_DELIMITERS, type Delimiters, Hl7ParseError, type Hl7v2Message, type Segment } from '../message.js';
+import { ConfluxError, type ErrorCode } from '../../../src/index.js';
 
 /** HL7 table 0357 message error condition codes. */
 export const HL7_ERROR = {
@@ -55,9 +56,9 @@ export interface Hl7Issue {
 export type AckCode = 'AA' | 'AE' | 'AR' | 'CA' | 'CE' | 'CR';
 
 /** A data error found while mapping: becomes AE with ERR segments. */
-export class Hl7DataError extends Error {
+export class Hl7DataError extends ConfluxError {
   constructor(readonly issues: Hl7Issue[]) {
-    super(issues.map(formatIssue).join('; '));
+    super('hl7-data', issues.map(formatIssue).join('; '));
   }
 }
 
@@ -80,10 +81,33 @@ export function collectDataErrors(issues: Hl7Issue[]): <T>(fn: () => T) => T | u
 }
 
 /** The message cannot be handled at all (type, version, processing id): AR. */
-export class Hl7RejectError extends Error {
+export class Hl7RejectError extends ConfluxError {
   constructor(readonly issues: Hl7Issue[]) {
-    super(issues.map(formatIssue).join('; '));
+    super('hl7-reject', issues.map(formatIssue).join('; '));
   }
+}
+
+/**
+ * HL7 table 0357 condition of a failure that carries no ERR issues of its own, by code. Anything else, including a
+ * failure that is not a ConfluxError (a bug, a lost database), is 207 Application internal error.
+ */
+export const HL7_ERROR_BY_CODE: Partial<Record<ErrorCode, number>> = {
+  'hl7-parse': HL7_ERROR.segmentSequence,
+  'identity-conflict': HL7_ERROR.duplicateKeyIdentifier,
+};
+
+/**
+ * The MLLP edge of the error model (docs/errors.md): the acknowledgement code and ERR segments a failure is answered
+ * with. A message this server does not take is AR; a message it could not map or store is AE.
+ */
+export function refusalFor(err: unknown): { code: 'AE' | 'AR'; issues: Hl7Issue[] } {
+  if (err instanceof Hl7RejectError) return { code: 'AR', issues: err.issues };
+  if (err instanceof Hl7DataError) return { code: 'AE', issues: err.issues };
+  // An unreadable MSH: the fault is in MSH-1/MSH-2 (the delimiters) or before it.
+  if (err instanceof Hl7ParseError) return { code: 'AE', issues: [{ code: HL7_ERROR.segmentSequence, segment: 'MSH', sequence: 1, field: 1, message: err.message }] };
+  const message = err instanceof Error ? err.message : String(err);
+  const code = (err instanceof ConfluxError ? HL7_ERROR_BY_CODE[err.code] : undefined) ?? HL7_ERROR.applicationInternalError;
+  return { code: 'AE', issues: [{ code, message: `the resources could not be stored: ${message}` }] };
 }
 
 export function issueAt(seg: Segment | string, field: number, code: number, message: string, component?: number): Hl7Issue {

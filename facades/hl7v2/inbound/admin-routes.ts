@@ -4,6 +4,7 @@
  */
 import express from 'express';
 import {
+  badRequest,
   FhirError,
   getMessage,
   listMessages,
@@ -26,7 +27,7 @@ export function messageAdminRoutes(deps: ProcessorDeps, repo: Repository): expre
       if (q.status) {
         const statuses = q.status.split(',');
         const bad = statuses.filter((s) => !MESSAGE_STATUSES.includes(s as MessageStatus));
-        if (bad.length) throw new Error(`status must be one of ${MESSAGE_STATUSES.join(', ')}; got ${bad.join(', ')}`);
+        if (bad.length) throw badRequest(`status must be one of ${MESSAGE_STATUSES.join(', ')}; got ${bad.join(', ')}`);
         filter.status = statuses as MessageStatus[];
       }
       if (q.type) filter.type = q.type;
@@ -35,13 +36,13 @@ export function messageAdminRoutes(deps: ProcessorDeps, repo: Repository): expre
       if (q.patient) filter.patient = q.patient;
       if (q.channel) filter.channel = q.channel;
       if (q.holdKind) {
-        if (q.holdKind !== 'association' && q.holdKind !== 'identity-conflict') throw new Error(`holdKind must be association or identity-conflict; got ${q.holdKind}`);
+        if (q.holdKind !== 'association' && q.holdKind !== 'identity-conflict') throw badRequest(`holdKind must be association or identity-conflict; got ${q.holdKind}`);
         filter.holdKind = q.holdKind;
       }
       for (const k of ['since', 'until'] as const) {
         if (q[k]) {
           const d = new Date(q[k]!);
-          if (Number.isNaN(d.getTime())) throw new Error(`${k} must be an ISO date-time; got ${q[k]}`);
+          if (Number.isNaN(d.getTime())) throw badRequest(`${k} must be an ISO date-time; got ${q[k]}`);
           filter[k] = d;
         }
       }

@@ -5,14 +5,14 @@
  * a resend of a processed message (same sender and MSH-10) is answered AA with nothing new; a device reading without
  * a patient is held, never guessed; an identifier of another patient's data refuses the message (held for review).
  */
-import type { Bundle, BundleEntry, Identifier, Reference, Resource } from '@medplum/fhirtypes';
+import type { Bundle, Identifier, Reference } from '@medplum/fhirtypes';
 import { randomUUID } from 'node:crypto';
-import type { ConflictPolicy, Database, FiledMessage, IdentityConflict, MessagePatch, MessageRecord, MessageStatus, Queryable, Tx } from '../../../src/index.js';
-import { conflict, findDuplicate, getMessage, guardPatientIdentity, recordMessage, updateMessage } from '../../../src/index.js';
+import type { ConflictPolicy, Database, FiledMessage, IdentityConflict, MessagePatch, MessageRecord, MessageStatus, Queryable, Tx, WrittenEntry } from '../../../src/index.js';
+import { ConfluxError, conflict, findDuplicate, notFound, getMessage, guardPatientIdentity, recordMessage, updateMessage } from '../../../src/index.js';
 import { splitEnvelope } from '../envelope.js';
 import { Hl7ParseError, Hl7v2Message, readDelimiters, Segment, type Delimiters } from '../message.js';
 import { Hl7Segment, Hl7Context } from '@medplum/core';
-import { acknowledgements, formatIssue, HL7_ERROR, Hl7DataError, Hl7RejectError, hl7Timestamp, type Hl7Issue } from './ack.js';
+import { acknowledgements, formatIssue, HL7_ERROR, Hl7DataError, Hl7RejectError, hl7Timestamp, refusalFor, type Hl7Issue } from './ack.js';
 import { mapMessage } from './map-message.js';
 import type { MappedMessage } from './mapped.js';
 import type { MappingConfig } from './mapping-config.js';
@@ -28,8 +28,8 @@ export interface DevicePort {
 
 export interface ProcessorDeps {
   db: Database;
-  /** Executes a FHIR transaction Bundle inside `tx` through the repository's one write path. */
-  transact(bundle: Bundle, tx: Tx): Promise<Bundle>;
+  /** Writes a FHIR transaction Bundle's entries inside `tx` through the core's system write port; one result per entry. */
+  transact(bundle: Bundle, tx: Tx): Promise<WrittenEntry[]>;
   mapping: () => MappingConfig;
   devices?: DevicePort;
   log: { info(m: string): void; warn(m: string): void; error(m: string): void };
@@ -101,8 +101,8 @@ export async function processMessage(
     msg = Hl7v2Message.parse(text);
   } catch (e) {
     if (!(e instanceof Hl7ParseError)) throw e;
-    const issues = [{ code: HL7_ERROR.segmentSequence, segment: 'MSH', sequence: 1, field: 1, message: e.message }];
-    const ack = acknowledgements(undefined, { code: 'AE', issues }, headerSegment(text) ?? undefined);
+    const { code, issues } = refusalFor(e);
+    const ack = acknowledgements(undefined, { code, issues }, headerSegment(text) ?? undefined);
     const id = await recordMessage(deps.db, { channel, direction: 'in', raw, remoteAddress: meta.remoteAddress, status: 'error', error: e.message, ack: ack.join('\n'), replayOf: meta.replayOf });
     return { replies: ack, id, status: 'error' };
   }
@@ -119,8 +119,7 @@ export async function processMessage(
     if (msg.defects.length) refusal = { code: 'AE', issues: msg.defects.map((d) => ({ code: HL7_ERROR.segmentSequence, message: d })) };
     else mapped = mapMessage(msg, deps.mapping());
   } catch (e) {
-    if (e instanceof Hl7RejectError) refusal = { code: 'AR', issues: e.issues };
-    else if (e instanceof Hl7DataError) refusal = { code: 'AE', issues: e.issues };
+    if (e instanceof Hl7RejectError || e instanceof Hl7DataError) refusal = refusalFor(e);
     else throw e;
   }
 
@@ -206,10 +205,9 @@ export async function processMessage(
     });
   } catch (e) {
     // The transaction rolled back: the failure is logged on its own, with the raw bytes, and answered AE.
-    const err = e as Error;
-    const issues: Hl7Issue[] = [{ code: HL7_ERROR.applicationInternalError, message: `the resources could not be stored: ${err.message}` }];
-    deps.log.error(`${msg.messageType} ${controlId} from ${msg.sender}: ${err.message}`);
-    const ack = reply('AE', issues);
+    const { code, issues } = refusalFor(e);
+    deps.log.error(`${msg.messageType} ${controlId} from ${msg.sender}: ${(e as Error).message}`);
+    const ack = reply(code, issues);
     await logAs(deps.db, { status: 'error', error: issues.map(formatIssue).join('; '), ack: ack.join('\n') });
     return { replies: ack, id, status: 'error' };
   }
@@ -280,7 +278,7 @@ async function writeMapped(
   const guarded = await guardPatientIdentity(tx, input, policy);
   if (guarded.conflicts.length) return { conflicts: guarded.conflicts };
   const bundle = guarded.bundle;
-  const refs = resultRefs(bundle, await deps.transact(bundle, tx));
+  const refs = (await deps.transact(bundle, tx)).map((w) => w.reference);
   for (const m of mapped.merges ?? []) {
     if (!deps.mergePatients) throw new Error('patient merge is not available in this process; the merge was not applied');
     const ref = (fullUrl: string) => refs[bundle.entry!.findIndex((e) => e.fullUrl === fullUrl)] ?? fullUrl;
@@ -304,17 +302,6 @@ function base(msg: Hl7v2Message, raw: Buffer, meta: { remoteAddress?: string; ch
     version: msg.version || null,
     replayOf: meta.replayOf ?? null,
   };
-}
-
-/** 'Type/id' for each entry, from the transaction response locations. */
-function resultRefs(bundle: Bundle, response: Bundle): string[] {
-  return (response.entry ?? []).map((e: BundleEntry, i) => {
-    const loc = e.response?.location ?? '';
-    const m = /([A-Za-z]+)\/([^/]+)(\/_history\/.*)?$/.exec(loc);
-    if (m) return `${m[1]}/${m[2]}`;
-    const r = e.resource as Resource | undefined;
-    return r?.id ? `${r.resourceType}/${r.id}` : `${(bundle.entry?.[i]?.resource as Resource | undefined)?.resourceType ?? '?'}/?`;
-  });
 }
 
 /** Sets the associated patient as subject of every reading in a device bundle. */
@@ -362,10 +349,10 @@ function wrapBatch(acks: string[], header: Segment | undefined, file: boolean): 
 /** Re-runs a logged message (after a mapping or configuration fix) as a new log entry pointing at it. */
 export async function replayMessage(deps: ProcessorDeps, id: string): Promise<{ id?: string; status: string; replies: string[] }> {
   const original = await getMessage(deps.db, id);
-  if (!original) throw new Error(`message ${id} not found`);
+  if (!original) throw notFound(`message ${id} not found`);
   const env = splitEnvelope(original.raw);
   if (env.messages.length !== 1 || env.problems.length) {
-    throw new Error(`message ${id} holds ${env.messages.length} messages${env.problems.length ? ` and envelope defects (${env.problems.join('; ')})` : ''}; only single messages can be replayed`);
+    throw new ConfluxError('processing', `message ${id} holds ${env.messages.length} messages${env.problems.length ? ` and envelope defects (${env.problems.join('; ')})` : ''}; only single messages can be replayed`);
   }
   return processMessage(deps, env.messages[0]!, original.raw, { channel: original.channel, replayOf: original.replayOf ?? original.id, remoteAddress: 'replay' });
 }

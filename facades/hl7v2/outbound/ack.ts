@@ -1,5 +1,6 @@
 /** Reading the receiver's acknowledgement: MSA-1 decides, MSA-2 must name the message we sent. */
 import { Hl7v2Message } from '../message.js';
+import { ConfluxError } from '../../../src/index.js';
 
 export interface AckResult {
   /** AA/CA → delivered, AE/CE → application error, AR/CR → rejected. */
@@ -8,7 +9,11 @@ export interface AckResult {
   text: string;
 }
 
-export class AckProtocolError extends Error {}
+export class AckProtocolError extends ConfluxError {
+  constructor(message: string) {
+    super('ack-protocol', message);
+  }
+}
 
 export function readAck(text: string, controlId: string): AckResult {
   let msg: Hl7v2Message;

@@ -11,8 +11,13 @@ import { buildOrder, type OrderControl } from './build-orm.js';
 import { buildOru, type Withdrawal } from './build-oru.js';
 import type { Dialect } from './profiles.js';
 import { sourceProcessingId } from './triggers.js';
+import { ConfluxError } from '../../../src/index.js';
 
-export class BuildError extends Error {}
+export class BuildError extends ConfluxError {
+  constructor(message: string) {
+    super('outbound-build', message);
+  }
+}
 
 export interface Built {
   text: string;
@@ -42,54 +47,17 @@ async function readOptional<T extends Resource>(repo: Repository, ref: Reference
   }
 }
 
-/**
- * The report's results in one query, in the report's order (a 20-OBX report would otherwise cost 20 round
- * trips). Reads only: writes still go through the repository alone.
- */
+/** The report's results in one round trip, in the report's order. */
 async function readMany<T extends Resource>(repo: Repository, type: string, refs: Reference[]): Promise<T[]> {
   const ids = refs.map((r) => r.reference).filter((r): r is string => !!r && r.startsWith(`${type}/`)).map((r) => r.slice(type.length + 1));
-  if (ids.length === 0) return [];
-  const res = await repo.db.query<{ id: string; content: string }>(
-    'SELECT id, content FROM resource WHERE resource_type = $1 AND id = ANY($2::text[]) AND NOT deleted',
-    [type, ids],
-  );
-  const byId = new Map(res.rows.map((r) => [r.id, JSON.parse(r.content) as T]));
-  return ids.map((id) => byId.get(id)).filter((r): r is T => r !== undefined);
-}
-
-/**
- * The current version of each resource, or for a deleted one its last version before the deletion (a
- * withdrawal is built from what the receiver was sent). Missing ids (never existed) are left out.
- */
-async function readLatest<T extends Resource>(repo: Repository, type: string, ids: string[]): Promise<Map<string, { resource: T; deleted: boolean }>> {
-  const out = new Map<string, { resource: T; deleted: boolean }>();
-  if (ids.length === 0) return out;
-  const cur = await repo.db.query<{ id: string; deleted: boolean; content: string | null }>(
-    'SELECT id, deleted, content FROM resource WHERE resource_type = $1 AND id = ANY($2::text[])',
-    [type, ids],
-  );
-  const gone: string[] = [];
-  for (const r of cur.rows) {
-    if (r.deleted || r.content === null) gone.push(r.id);
-    else out.set(r.id, { resource: JSON.parse(r.content) as T, deleted: false });
-  }
-  if (gone.length) {
-    const hist = await repo.db.query<{ id: string; content: string }>(
-      `SELECT DISTINCT ON (id) id, content FROM resource_history
-        WHERE resource_type = $1 AND id = ANY($2::text[]) AND NOT deleted AND content IS NOT NULL
-        ORDER BY id, version_id DESC`,
-      [type, gone],
-    );
-    for (const r of hist.rows) out.set(r.id, { resource: JSON.parse(r.content) as T, deleted: true });
-  }
-  return out;
+  return repo.readMany<T>(type, ids);
 }
 
 /** ORU^R01 taking back a report or result already sent: OBR-25 / OBX-11 per build-oru.ts withdrawalCodes. */
 async function buildWithdrawal(repo: Repository, groupKey: string, d: Dialect, controlId: string): Promise<Built> {
   const [type, id] = groupKey.split('/') as [string, string];
   if (type !== 'DiagnosticReport' && type !== 'Observation') throw new BuildError(`${groupKey}: only reports and results are withdrawn`);
-  const group = (await readLatest<DiagnosticReport | Observation>(repo, type, [id])).get(id);
+  const group = (await repo.readLatest<DiagnosticReport | Observation>(type, [id])).get(id);
   if (!group) throw new BuildError(`${groupKey} (the result to withdraw) does not exist; nothing to send`);
   let report: DiagnosticReport | undefined;
   let observations: Observation[];
@@ -97,7 +65,7 @@ async function buildWithdrawal(repo: Repository, groupKey: string, d: Dialect, c
   if (type === 'DiagnosticReport') {
     report = group.resource as DiagnosticReport;
     const ids = (report.result ?? []).map((r) => r.reference).filter((r): r is string => !!r?.startsWith('Observation/')).map((r) => r.slice('Observation/'.length));
-    const found = await readLatest<Observation>(repo, 'Observation', ids);
+    const found = await repo.readLatest<Observation>('Observation', ids);
     observations = ids.flatMap((x) => {
       const f = found.get(x);
       if (f?.deleted) withdrawal.deletedResults.add(x);

@@ -9,14 +9,15 @@ import { existsSync, readFileSync } from 'node:fs';
 import { frame, MllpDecoder } from '../mllp.js';
 import { decodeHl7 } from '../envelope.js';
 import type { TlsSettings } from './destinations.js';
+import { ConfluxError } from '../../../src/index.js';
 
-export class MllpTransportError extends Error {
+export class MllpTransportError extends ConfluxError {
   constructor(
     message: string,
     /** 'connect' (peer down or refused), 'timeout' (no ACK in time), 'closed' (dropped mid-exchange). */
     readonly kind: 'connect' | 'timeout' | 'closed',
   ) {
-    super(message);
+    super('mllp-transport', message);
   }
 }
 

@@ -5,7 +5,7 @@
  * any number of workers and processes.
  */
 import { randomUUID } from 'node:crypto';
-import type { Database, Queryable } from '../../../src/index.js';
+import { type Database, type Queryable, Sql } from '../../../src/index.js';
 
 /**
  * 'superseded': never sent because another row's message carries the same content (a standalone
@@ -220,11 +220,8 @@ export interface OutboxFilter {
 
 export async function listOutbox(q: Queryable, f: OutboxFilter = {}): Promise<OutboxRow[]> {
   const where: string[] = [];
-  const params: unknown[] = [];
-  const p = (v: unknown) => {
-    params.push(v);
-    return `$${params.length}`;
-  };
+  const sql = new Sql();
+  const p = (v: unknown) => sql.p(v);
   if (f.destination) where.push(`destination = ${p(f.destination)}`);
   if (f.state) where.push(`state = ANY(${p(Array.isArray(f.state) ? f.state : [f.state])}::text[])`);
   if (f.patient) where.push(`patient_key = ${p(f.patient.includes('/') ? f.patient : `Patient/${f.patient}`)}`);
@@ -232,7 +229,7 @@ export async function listOutbox(q: Queryable, f: OutboxFilter = {}): Promise<Ou
   const limit = Math.min(Math.max(f.limit ?? 100, 1), 1000);
   const r = await q.query<Row>(
     `SELECT ${COLUMNS} FROM hl7_outbox ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ${limit}`,
-    params,
+    sql.params,
   );
   return r.rows.map(toRow).map((row) => (f.withPayload ? row : { ...row, payload: null }));
 }

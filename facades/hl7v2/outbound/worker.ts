@@ -18,6 +18,7 @@ import { statusesOf, type Destination, type RetryPolicy } from './destinations.j
 import { MllpClient, MllpTransportError } from './mllp-client.js';
 import { claim, finish, release, savePayload, type Outcome, type OutboxRow } from './outbox.js';
 import { dialectFor, type Dialect } from './profiles.js';
+import { ConfluxError } from '../../../src/index.js';
 
 export interface WorkerOptions {
   pollMs: number;
@@ -144,7 +145,8 @@ export class DestinationWorker {
       }
       for (let i = 0; i < rows.length; i++) {
         if (!this.running || this.dest.paused || this.holdUntil > Date.now()) {
-          await release(this.db, rows.slice(i)).catch(() => undefined);
+          // Rows not released go back to the queue when their lease runs out; releasing only makes that sooner.
+          await release(this.db, rows.slice(i)).catch((err: Error) => this.log.warn(`outbound ${this.dest.name}: claimed rows not released (${err.message}); they return when their lease ends`));
           break;
         }
         await this.deliver(rows[i]!);
@@ -227,7 +229,7 @@ export class DestinationWorker {
       }
       const ok = await finish(tx, row, { ...o, messageLogId: logId });
       // Taken over by another worker after our lease ran out: its outcome stands, ours is dropped.
-      if (!ok) throw new LostClaim();
+      if (!ok) throw new LostClaim(`row ${row.id} was taken over by another worker`);
     }).catch((err) => {
       if (!(err instanceof LostClaim)) throw err;
       this.log.warn(`outbound ${this.dest.name}: row ${row.id} was taken over by another worker; outcome ${o.state} not recorded`);
@@ -240,4 +242,8 @@ export class DestinationWorker {
   }
 }
 
-class LostClaim extends Error {}
+class LostClaim extends ConfluxError {
+  constructor(message: string) {
+    super('cancelled', message);
+  }
+}

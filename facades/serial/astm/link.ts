@@ -32,6 +32,8 @@ export interface AstmReceiverOptions {
   onIncomplete(m: ReceivedMessage, reason: string): Promise<void> | void;
   /** Bytes outside a session that are not ENQ (a device speaking another protocol). */
   onNoise?(bytes: Buffer): void;
+  /** A failure while handling received bytes (default: a warning on stderr); the receiver goes on. */
+  onError?(err: unknown): void;
   /** LIS1-A receiver timeout: 30 s. */
   receiveTimeoutMs?: number;
   /** Largest frame accepted (some analyzers exceed the 247-byte limit, e.g. histograms). */
@@ -71,7 +73,8 @@ export class AstmReceiver {
 
   /** Feeds bytes from the line. Processing is serialised: bytes wait while a message is being committed. */
   feed(chunk: Buffer): void {
-    this.chain = this.chain.then(() => this.consume(chunk)).catch(() => undefined);
+    // One failed step (a callback that could not log an incomplete session) must not stop the line: say so, go on.
+    this.chain = this.chain.then(() => this.consume(chunk)).catch((err: unknown) => (this.opts.onError ?? warn)(err));
   }
 
   /** Resolves when everything fed so far has been handled. */
@@ -330,4 +333,8 @@ export class AstmReceiver {
     if (bytes.every((b) => b === CR || b === LF || b === 0x20)) return;
     this.opts.onNoise?.(bytes);
   }
+}
+
+function warn(err: unknown): void {
+  console.warn(`[astm] receiving failed: ${err instanceof Error ? err.message : String(err)}`);
 }
