@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { Resource } from '@medplum/fhirtypes';
 import type { Database, Queryable, Tx } from '../db/database.js';
-import { badRequest, conflict, FhirError, gone, notFound, outcome, preconditionFailed } from './outcome.js';
+import { badRequest, FhirError, gone, notFound, outcome, preconditionFailed } from './outcome.js';
 import { assertValidResource, assertResourceType, assertValidId } from './validation.js';
-import { indexResourcesCtes, patientCompartmentsOf, removeResourceIndex, searchIds, searchIdsMany } from './search/index.js';
+import { removeResourceIndex, searchIds, searchIdsMany } from './search/index.js';
 import { applyJsonPatch } from './patch.js';
+import { checkIfMatch, sameContent, versionHeaders } from './versions.js';
+import { writeVersions, type VersionToWrite } from './write-statement.js';
 import { readLatest, readMany } from './read-many.js';
 
 export interface StoredVersion {
@@ -67,11 +69,7 @@ export function parseQuery(query: string): SearchParams {
 }
 
 /** A validated, stamped version waiting to be written (alone, or with the rest of a transaction's writes). */
-interface PendingWrite {
-  resource: Resource;
-  versionId: number;
-  method: ChangeEvent['method'];
-  json: string;
+interface PendingWrite extends VersionToWrite {
   previous?: ResourceRow;
 }
 
@@ -135,7 +133,7 @@ export class Repository {
     const flush = async (): Promise<void> => {
       if (pending.length === 0) return;
       const items = pending.splice(0);
-      await this.writeAll(tx, items).catch((err: unknown) => {
+      await writeVersions(tx, items).catch((err: unknown) => {
         // A failure of the joint statement belongs to the transaction, not to the entry that happened to trigger it.
         throw Object.assign(err instanceof FhirError ? err : new FhirError(500, outcome('error', 'exception', `writing ${items.length} resources failed: ${(err as Error).message}`)), { wholeTransaction: true });
       });
@@ -377,51 +375,10 @@ export class Repository {
     const pending = (tx as Partial<BatchingTx>)[PENDING];
     if (pending) pending.push(item);
     else {
-      await this.writeAll(tx, [item]);
+      await writeVersions(tx, [item]);
       await this.emitWrite(tx, item);
     }
     return { resource, created: versionId === 1, json: item.json };
-  }
-
-  /** History rows, current rows and search index rows of every item in ONE statement: one round trip. */
-  private async writeAll(tx: Queryable, items: PendingWrite[]): Promise<void> {
-    const col = <V>(f: (i: PendingWrite) => V): V[] => items.map(f);
-    const params: unknown[] = [
-      col((i) => i.resource.resourceType),
-      col((i) => i.resource.id),
-      col((i) => i.versionId),
-      col((i) => i.resource.meta!.lastUpdated),
-      col((i) => i.method),
-      col((i) => i.json),
-      col((i) => pgTextArray(patientCompartmentsOf(i.resource))),
-    ];
-    const indexCtes = indexResourcesCtes(col((i) => i.resource), params);
-    await tx.query(
-      `WITH u AS (
-         SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::text[], $7::text[])
-           AS u(resource_type, id, version_id, last_updated, method, content, compartments)),
-       h AS (
-         INSERT INTO resource_history (resource_type, id, version_id, last_updated, deleted, method, content)
-         SELECT resource_type, id, version_id, last_updated, false, method, content FROM u
-         RETURNING resource_type, id, seq),
-       r AS (
-         INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content, compartments, seq)
-         SELECT u.resource_type, u.id, u.version_id, u.last_updated, false, u.content, u.compartments::text[], h.seq
-           FROM u JOIN h ON h.resource_type = u.resource_type AND h.id = u.id
-         ON CONFLICT (resource_type, id) DO UPDATE SET
-           version_id = EXCLUDED.version_id, last_updated = EXCLUDED.last_updated, deleted = false,
-           content = EXCLUDED.content, compartments = EXCLUDED.compartments, seq = EXCLUDED.seq)
-       ${indexCtes.map((c) => `, ${c}`).join('\n')}
-       SELECT 1`,
-      params,
-    ).catch((err: { code?: string; message: string; detail?: string }) => {
-      // Two writers creating the same client-assigned id at once: the loser retries as an update.
-      if (err.code === '23505') {
-        const what = items.length === 1 ? `${items[0].resource.resourceType}/${items[0].resource.id} was` : `a resource of this transaction was (${err.detail ?? err.message})`;
-        throw conflict(`${what} written concurrently; retry`);
-      }
-      throw err;
-    });
   }
 
   private async emitWrite(tx: Tx, item: PendingWrite): Promise<void> {
@@ -435,32 +392,6 @@ export class Repository {
       previous: item.previous?.content ? (JSON.parse(item.previous.content) as Resource) : undefined,
     });
   }
-}
-
-/** A PostgreSQL array literal of `values`, for a text[] column fed through unnest (which cannot carry ragged arrays). */
-function pgTextArray(values: string[]): string {
-  return `{${values.map((v) => `"${v.replace(/["\\]/g, '\\$&')}"`).join(',')}}`;
-}
-
-/** Equal apart from the server-maintained meta.versionId / meta.lastUpdated, whatever the key order. */
-function sameContent(a: Resource, b: Resource): boolean {
-  return canonical(withoutVersionMeta(a)) === canonical(withoutVersionMeta(b));
-}
-
-function withoutVersionMeta(r: Resource): object {
-  const { meta, ...rest } = r;
-  const { versionId: _v, lastUpdated: _l, ...kept } = meta ?? {};
-  return Object.keys(kept).length ? { ...rest, meta: kept } : rest;
-}
-
-function canonical(value: unknown): string {
-  const sort = (v: unknown): unknown =>
-    Array.isArray(v)
-      ? v.map(sort)
-      : v && typeof v === 'object'
-        ? Object.fromEntries(Object.entries(v).sort(([x], [y]) => (x < y ? -1 : 1)).map(([k, x]) => [k, sort(x)]))
-        : v;
-  return JSON.stringify(sort(value));
 }
 
 function toVersion(resourceType: string, id: string, row: ResourceRow): StoredVersion {
@@ -479,22 +410,4 @@ export async function lockConditions(tx: Tx, conditions: Array<[resourceType: st
   if (conditions.length === 0) return;
   const keys = [...new Set(conditions.map(([type, query]) => `${type}?${query}`))].sort();
   await tx.query('SELECT pg_advisory_xact_lock(hashtext(k)) FROM (SELECT unnest($1::text[]) AS k ORDER BY 1) s', [keys]);
-}
-
-export function versionHeaders(v: { versionId: number; lastUpdated: Date }): Record<string, string> {
-  return { ETag: `W/"${v.versionId}"`, 'Last-Modified': v.lastUpdated.toUTCString() };
-}
-
-/** Accepts `W/"3"`, `"3"` or `3`. */
-export function parseETag(etag: string): string {
-  return etag.trim().replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
-}
-
-function checkIfMatch(ifMatch: string | undefined, current: ResourceRow | undefined, what: string): void {
-  if (!ifMatch) return;
-  const wanted = parseETag(ifMatch);
-  if (!current || current.deleted || String(current.version_id) !== wanted) {
-    const have = current && !current.deleted ? `version ${current.version_id}` : 'no current version';
-    throw preconditionFailed(`If-Match ${ifMatch} does not match ${what}: the server has ${have}`);
-  }
 }

@@ -3,7 +3,8 @@ import type { Tx } from '../db/database.js';
 import type { AccessPolicy, Interaction } from './access.js';
 import { readHistory } from './history.js';
 import { allOk, badRequest, FhirError, forbidden, notFound } from './outcome.js';
-import { type Repository, type SearchParams, type StoredVersion, versionHeaders } from './repository.js';
+import type { Repository, SearchParams, StoredVersion } from './repository.js';
+import { versionHeaders } from './versions.js';
 import { compartmentApplies, searchResources } from './search/index.js';
 import { assertResourceType } from './validation.js';
 
