@@ -54,14 +54,27 @@ function typeCond(sql: Sql, types: string[]): string {
   return types.length === 1 ? `resource_type = ${sql.p(types[0])}` : `resource_type = ANY(${sql.p(types)}::text[])`;
 }
 
+/**
+ * A filter's SQL predicate on a `resource` alias. `idIn` keeps the structure of the common form
+ * `alias.id IN (SELECT id FROM <table> WHERE <where>)` (one type, not negated), so the planner can nest such
+ * filters into one another or drive the query from one without re-reading the SQL text.
+ */
+export interface Pred {
+  sql: string;
+  idIn?: { table: string; where: string };
+}
+
 /** `alias.id IN (sub)` for one type, `(alias.resource_type, alias.id) IN (sub)` for several. */
-function idIn(alias: string, types: string[], table: string, where: string, sql: Sql, negate = false): string {
+function idIn(alias: string, types: string[], table: string, where: string, sql: Sql, negate = false): Pred {
   const not = negate ? 'NOT ' : '';
   if (types.length === 1) {
-    return `${alias}.id ${not}IN (SELECT id FROM ${table} WHERE ${typeCond(sql, types)} AND ${where})`;
+    const w = `${typeCond(sql, types)} AND ${where}`;
+    return { sql: `${alias}.id ${not}IN (SELECT id FROM ${table} WHERE ${w})`, ...(negate ? {} : { idIn: { table, where: w } }) };
   }
-  return `(${alias}.resource_type, ${alias}.id) ${not}IN (SELECT resource_type, id FROM ${table} WHERE ${typeCond(sql, types)} AND ${where})`;
+  return { sql: `(${alias}.resource_type, ${alias}.id) ${not}IN (SELECT resource_type, id FROM ${table} WHERE ${typeCond(sql, types)} AND ${where})` };
 }
+
+const text = (sql: string): Pred => ({ sql });
 
 /**
  * The rows of a parameter in its index table: `code = …` for a stored parameter; for an alias the codes that
@@ -79,17 +92,22 @@ const or = (parts: string[]): string => (parts.length === 1 ? parts[0] : `(${par
 
 /** The SQL predicate on `alias` (a row of `resource`) for one filter. */
 export function filterCondition(f: Filter, alias: string, types: string[], sql: Sql): string {
+  return filterPredicate(f, alias, types, sql).sql;
+}
+
+/** `filterCondition` with its structure kept (see `Pred`). */
+export function filterPredicate(f: Filter, alias: string, types: string[], sql: Sql): Pred {
   if (types.length > 1 && f.kind !== 'has' && !f.def.column) {
     // System-level search: a code may be stored under its own rows in one type and be an alias in another
     // (`patient` of AllergyIntolerance vs Observation); then each type gets its own condition.
     const defs = types.map((t) => paramOf(t, f.def.code));
     const key = (d: ParamDef | undefined): string => JSON.stringify(d ? storage(d) : null);
     if (defs.some((d) => key(d) !== key(f.def))) {
-      return or(
+      return text(or(
         types.map((t, i) =>
           defs[i] ? `(${alias}.resource_type = ${sql.p(t)} AND ${filterCondition({ ...f, def: defs[i] } as Filter, alias, [t], sql)})` : 'false',
         ),
-      );
+      ));
     }
   }
   switch (f.kind) {
@@ -98,19 +116,19 @@ export function filterCondition(f: Filter, alias: string, types: string[], sql: 
     case 'chain':
       return chainCondition(f, alias, types, sql);
     case 'has':
-      return hasCondition(f, alias, types, sql);
+      return text(hasCondition(f, alias, types, sql));
     case 'value':
       return valueCondition(f, alias, types, sql);
   }
 }
 
-function missingCondition(def: ParamDef, missing: boolean, alias: string, types: string[], sql: Sql): string {
-  if (def.column === 'id' || def.column === 'last_updated') return missing ? 'false' : 'true';
-  if (def.column === 'compartments') return missing ? `${alias}.compartments = '{}'` : `${alias}.compartments <> '{}'`;
+function missingCondition(def: ParamDef, missing: boolean, alias: string, types: string[], sql: Sql): Pred {
+  if (def.column === 'id' || def.column === 'last_updated') return text(missing ? 'false' : 'true');
+  if (def.column === 'compartments') return text(missing ? `${alias}.compartments = '{}'` : `${alias}.compartments <> '{}'`);
   return idIn(alias, types, TABLE[def.type], storageCond(def, sql), sql, missing);
 }
 
-function chainCondition(f: Extract<Filter, { kind: 'chain' }>, alias: string, types: string[], sql: Sql): string {
+function chainCondition(f: Extract<Filter, { kind: 'chain' }>, alias: string, types: string[], sql: Sql): Pred {
   const perTarget = f.targets.map(({ type, inner }) => {
     const innerCond = filterCondition(inner, 'c', [type], sql);
     return (
@@ -135,20 +153,20 @@ function bad(f: { name: string }, msg: string): never {
   throw badRequest(`Invalid value for search parameter "${f.name}": ${msg}`, f.name);
 }
 
-function valueCondition(f: Extract<Filter, { kind: 'value' }>, alias: string, types: string[], sql: Sql): string {
+function valueCondition(f: Extract<Filter, { kind: 'value' }>, alias: string, types: string[], sql: Sql): Pred {
   const { def } = f;
   const codeCond = (suffix = ''): string => storageCond(def, sql, suffix);
   // Parameters answered from columns of `resource`.
   if (def.column === 'id') {
     const ids = f.values.map(unescapeValue);
     const c = `${alias}.id = ANY(${sql.p(ids)}::text[])`;
-    return f.modifier === 'not' ? `NOT (${c})` : c;
+    return text(f.modifier === 'not' ? `NOT (${c})` : c);
   }
   if (def.column === 'last_updated') {
-    return or(f.values.map((v) => dateCondition(f, v, `${alias}.last_updated`, `${alias}.last_updated`, sql)));
+    return text(or(f.values.map((v) => dateCondition(f, v, `${alias}.last_updated`, `${alias}.last_updated`, sql))));
   }
   if (def.column === 'compartments') {
-    return `${alias}.compartments && ${sql.p(f.values.map(unescapeValue))}::text[]`;
+    return text(`${alias}.compartments && ${sql.p(f.values.map(unescapeValue))}::text[]`);
   }
   switch (def.type) {
     case 'token': {
@@ -219,7 +237,7 @@ function valueCondition(f: Extract<Filter, { kind: 'value' }>, alias: string, ty
 }
 
 /** `code`, `system|code`, `|code` (no system), `system|` (any code in system). */
-function tokenMatch(v: string, systemCol: string, valueCol: string, sql: Sql): string {
+export function tokenMatch(v: string, systemCol: string, valueCol: string, sql: Sql): string {
   const parts = splitUnescaped(v, '|');
   if (parts.length === 1) return `${valueCol} = ${sql.p(unescapeValue(v))}`;
   const system = unescapeValue(parts[0]);
@@ -248,7 +266,7 @@ function referenceMatch(f: Extract<Filter, { kind: 'value' }>, v: string, typeCo
   return `(${typeCol} IS NULL AND ${idCol} = ${sql.p(ref)})`;
 }
 
-function parseDateValue(f: { name: string }, v: string): [string, DateRange] {
+export function parseDateValue(f: { name: string }, v: string): [string, DateRange] {
   let prefix: string;
   let rest: string;
   try {
@@ -266,7 +284,7 @@ function parseDateValue(f: { name: string }, v: string): [string, DateRange] {
  * (R4 search §3.1.1.4.2): eq: T ⊆ S; gt: T reaches above S; lt: T reaches below S; ge: gt or eq; le: lt or eq;
  * sa: T starts after S; eb: T ends before S; ap: T overlaps S widened by 10% of its distance from now.
  */
-function dateCondition(f: { name: string }, v: string, lowCol: string, highCol: string, sql: Sql): string {
+export function dateCondition(f: { name: string }, v: string, lowCol: string, highCol: string, sql: Sql): string {
   const [prefix, s] = parseDateValue(f, v);
   // bind only what the prefix uses: an unused parameter has no type and PostgreSQL rejects it
   let loP: string | undefined;
