@@ -26,10 +26,15 @@ CREATE TABLE search_timeline (
   low timestamptz,
   high timestamptz
 );
--- _sort=-date: a backward walk from the newest reading; keyset cursors are (hi, id) bounds on the same index
-CREATE INDEX search_timeline_date_idx ON search_timeline (resource_type, subject_id, code, value, hi, id);
--- no _sort (id order): a forward walk in id order
-CREATE INDEX search_timeline_id_idx ON search_timeline (resource_type, subject_id, code, value, id);
+-- _sort=-date: a backward walk from the newest reading; keyset cursors are (hi, id) bounds on the same index.
+-- Covering (INCLUDE): every condition a walk checks is on the index tuple, so walks are index-only scans once
+-- VACUUM has set the visibility map, and a walk that must read a few thousand entries stays well under a ms.
+CREATE INDEX search_timeline_date_idx ON search_timeline (resource_type, subject_id, code, value, hi, id)
+  INCLUDE (subject_type, system, multi, low, high);
+-- no _sort (id order): a forward walk in id order (without hi: a query that reads hi can be index-only only on
+-- the date index, which keeps date-range reads on it)
+CREATE INDEX search_timeline_id_idx ON search_timeline (resource_type, subject_id, code, value, id)
+  INCLUDE (subject_type, system, multi, low, high);
 -- resources without a date come after the dated ones in a date sort; few, so a small partial index
 CREATE INDEX search_timeline_nodate_idx ON search_timeline (resource_type, subject_id, code, value, id) WHERE hi IS NULL;
 -- replaces or removes a resource's rows
@@ -40,8 +45,10 @@ CREATE INDEX search_timeline_res_idx ON search_timeline (resource_type, id);
 -- ANALYZEs at the default 10 %; analyse after 1 % (plus 10,000 rows) instead. subject, code and value are
 -- strongly dependent (a patient has few codes); without extended statistics the planner multiplies their
 -- selectivities and expects ~0 rows.
+-- Inserts also trigger a VACUUM after 1 % (default 20 %), which sets the visibility map the index-only walks need.
 ALTER TABLE search_timeline SET (autovacuum_analyze_scale_factor = 0.01, autovacuum_analyze_threshold = 10000,
-                                 autovacuum_vacuum_scale_factor = 0.05);
+                                 autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_insert_scale_factor = 0.01,
+                                 autovacuum_vacuum_insert_threshold = 10000);
 CREATE STATISTICS search_timeline_key_stats (ndistinct, dependencies) ON subject_id, code, value FROM search_timeline;
 
 -- Backfill from the general index tables (same content as the extraction writes for new resources).

@@ -5,6 +5,7 @@ import { readHistory } from './history.js';
 import { allOk, badRequest, FhirError, forbidden, notFound } from './outcome.js';
 import { type Repository, type SearchParams, type StoredVersion, versionHeaders } from './repository.js';
 import { compartmentApplies, searchResources } from './search/index.js';
+import { LASTN_DEFINITION, lastnHandler } from './search/lastn-route.js';
 import { assertResourceType } from './validation.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -79,6 +80,8 @@ export class FhirRouter {
     this.add('DELETE', ':type/:id', deleteHandler);
     this.add('GET', ':type/:id/_history', historyHandler);
     this.add('GET', ':type/:id/_history/:vid', vread);
+    for (const m of ['GET', 'POST'] as const) this.add(m, 'Observation/$lastn', lastnHandler);
+    this.operations.push({ name: 'lastn', definition: LASTN_DEFINITION, level: 'type', types: ['Observation'] });
   }
 
   /** Routes added later take precedence, so `$export` wins over `:type`. */

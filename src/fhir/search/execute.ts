@@ -15,7 +15,8 @@ import { allResourceTypes } from './types.js';
 import { visibleTypes } from './access.js';
 import { buildMatchQuery, countMatches } from './plan.js';
 import type { MatchQuery, Row } from './plan.js';
-import { keysetMode, keysetPage, matchPage, pageLinks } from './paging.js';
+import { keysetMode, keysetPage, matchPage, pageLinks, timelineKeysetPage } from './paging.js';
+import { planTimeline } from './timeline.js';
 import { loadIncludes } from './include.js';
 
 export const DEFAULT_COUNT = 20;
@@ -53,7 +54,13 @@ export async function runSearch(db: Queryable, req: SearchRequest): Promise<Bund
     if (!countOnly) {
       const mode = keysetMode(parsed, types);
       if (parsed.cursor && !mode) throw badRequest('_cursor cannot be used with this _sort or _type; use _offset', '_cursor');
-      if (mode) {
+      const plan = planTimeline(parsed, types, req.access, req.baseUrl);
+      if (plan) {
+        const page = await timelineKeysetPage(db, parsed, plan, count);
+        matches = page.rows.slice(0, count);
+        hasNext = page.rows.length > count;
+        nextCursor = page.next;
+      } else if (mode) {
         const page = await keysetPage(db, parsed, types, req, count, mode);
         matches = page.rows.slice(0, count);
         hasNext = page.rows.length > count;

@@ -9,6 +9,8 @@ import type { SearchRequest } from './index.js';
 import type { ParsedSearch } from './parse.js';
 import { buildMatchQuery, countMatches, fetchPage, hasSortRows } from './plan.js';
 import type { MatchQuery, Row } from './plan.js';
+import { timelinePage } from './timeline.js';
+import type { TimelinePlan } from './timeline.js';
 
 /**
  * One page of matches (count + 1 rows, to know whether a next page exists). When the first sort key has
@@ -129,4 +131,19 @@ export function pageLinks(req: SearchRequest, offset: number, count: number, has
   if (offset > 0) links.push({ relation: 'previous', url: url(Math.max(0, offset - count)) });
   if (hasNext) links.push({ relation: 'next', url: nextCursor ? link([['_cursor', nextCursor]]) : url(offset + count) });
   return links;
+}
+
+/** A keyset page planned on the timeline index (timeline.ts); its cursors are those of `keysetPage`. */
+export async function timelineKeysetPage(
+  db: Queryable,
+  parsed: ParsedSearch,
+  plan: TimelinePlan,
+  count: number,
+): Promise<{ rows: Row[]; next?: string }> {
+  const cursor = parsed.cursor ? decodeCursor(parsed.cursor, parsed) : undefined;
+  const rows = await timelinePage(db, plan, cursor, count);
+  if (rows.length <= count) return { rows };
+  const last = rows[count - 1];
+  const key = last.phase === 'a' ? (last.sort_key ?? null) : null;
+  return { rows, next: encodeCursor({ sort: sortSignature(parsed), phase: last.phase, key, id: last.id }) };
 }
