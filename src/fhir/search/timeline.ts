@@ -9,7 +9,8 @@ import type { Queryable } from '../../db/database.js';
 import type { SearchAccess } from './index.js';
 import { storage } from './definitions.js';
 import type { Filter, ParsedSearch } from './parse.js';
-import { Sql, dateCondition, filterCondition, parseDateValue } from './query.js';
+import { Sql, filterCondition } from './query.js';
+import { dateCondition, parseDateValue } from './value-conditions.js';
 import { splitUnescaped, sortableDate, unescapeValue } from './values.js';
 import { accessConditions, compartmentApplies } from './access.js';
 import { ANY_CODE, TIMELINE } from './timeline-rows.js';
@@ -141,15 +142,15 @@ function timelineConds(plan: TimelinePlan, sql: Sql): string[] {
 function hiLowerBound(plan: TimelinePlan): string | undefined {
   let bound: string | undefined;
   for (const f of plan.dates) {
-    let fb: string | undefined;
-    for (const v of f.values) {
+    // a filter bounds hi only if each of its (OR-ed) values does; then by the smallest of them
+    const keys = f.values.map((v) => {
       const [prefix, range] = parseDateValue(f, v);
       const b = prefix === 'eq' || prefix === 'ge' ? range.low : prefix === 'gt' || prefix === 'sa' ? range.high : undefined;
-      if (!b) return bound;
-      const key = sortableDate(b);
-      fb = fb === undefined || key < fb ? key : fb;
-    }
-    if (fb !== undefined && (bound === undefined || fb > bound)) bound = fb;
+      return b && sortableDate(b);
+    });
+    if (keys.some((k) => k === undefined)) continue;
+    const fb = (keys as string[]).reduce((a, b) => (b < a ? b : a));
+    if (bound === undefined || fb > bound) bound = fb;
   }
   return bound;
 }
