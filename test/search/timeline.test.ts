@@ -8,6 +8,9 @@ import type { Bundle, Observation, OperationOutcome } from '@medplum/fhirtypes';
 import type { Database } from '../../src/db/database.js';
 import { testDatabases } from '../helpers/db.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { searchResources } from '../../src/fhir/search/index.js';
+import type { SearchAccess } from '../../src/fhir/search/index.js';
+import { runLastn } from '../../src/fhir/search/lastn.js';
 
 const LOINC = 'http://loinc.org';
 const HR = '8867-4';
@@ -202,6 +205,30 @@ describe.each(testDatabases())('timeline searches and lastn on $name', (backend)
     await bad('?max=2', /exactly one of "patient" or "subject"/);
     await bad('?patient=deep&max=0', /"max" must be a whole number/);
     await bad('?patient=deep&_sort=-date', /does not take "_sort"/);
+  });
+
+  it('applies the caller\'s access rules to timeline searches and $lastn', async () => {
+    const search = async (access: SearchAccess, params: Array<[string, string]>): Promise<string[]> => {
+      const b = await searchResources(db, { resourceType: 'Observation', params, baseUrl: server.fhir, handling: 'strict', access });
+      return (b.entry ?? []).map((e) => e.resource!.id!);
+    };
+    const lastn = async (access: SearchAccess, params: Array<[string, string]>): Promise<string[]> =>
+      ((await runLastn(db, { params, baseUrl: server.fhir, access })).entry ?? []).map((e) => e.resource!.id!);
+    const deepHr: Array<[string, string]> = [['patient', 'deep'], ['code', HR], ['_sort', '-date'], ['_count', '100']];
+    const own = { patientCompartments: ['Patient/deep'] };
+    const other = { patientCompartments: ['Patient/shallow'] };
+    expect(await search(own, deepHr)).toEqual(await search({}, deepHr));
+    expect(await search(other, deepHr)).toEqual([]);
+    expect(await search(other, [['subject', 'deep'], ['_count', '100']])).toEqual([]);
+    const onlyRr: SearchAccess = { typeCriteria: { Observation: [[['code', `${LOINC}|${RR}`]]] } };
+    expect(await search(onlyRr, deepHr)).toEqual([]);
+    const rr = await search(onlyRr, [['patient', 'deep'], ['_sort', '-date'], ['_count', '100']]);
+    expect(rr.length).toBeGreaterThan(0);
+    expect(rr.every((id) => all.find((o) => o.id === id)!.code.coding!.some((c) => c.code === RR))).toBe(true);
+    expect(await lastn(own, [['patient', 'deep']])).toHaveLength(3);
+    expect(await lastn(other, [['patient', 'deep']])).toEqual([]);
+    expect(await lastn(onlyRr, [['patient', 'deep'], ['max', '2']])).toHaveLength(2);
+    expect(await lastn({ allowedTypes: new Set(['Patient']) }, [['patient', 'deep']])).toEqual([]);
   });
 
   it('lists $lastn in the CapabilityStatement', async () => {

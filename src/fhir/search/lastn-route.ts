@@ -2,7 +2,6 @@
 import type { Parameters, ParametersParameter } from '@medplum/fhirtypes';
 import { badRequest } from '../outcome.js';
 import type { FhirRequest, FhirResponse, RouterContext } from '../router.js';
-import { initSearchDefinitions } from './definitions.js';
 import { runLastn } from './lastn.js';
 
 export const LASTN_DEFINITION = 'http://hl7.org/fhir/OperationDefinition/Observation-lastn';
@@ -26,7 +25,6 @@ function bodyParams(body: unknown): Array<[string, string]> {
 
 export async function lastnHandler(req: FhirRequest, _params: Record<string, string>, ctx: RouterContext): Promise<FhirResponse> {
   req.access.assertType('Observation', 'search');
-  initSearchDefinitions();
   const params = [...req.query, ...(req.method === 'POST' ? bodyParams(req.body) : [])];
   const bundle = await runLastn(req.tx ?? ctx.repo.db, { params, baseUrl: ctx.baseUrl, access: req.access.searchAccess() });
   return { status: 200, resource: bundle };

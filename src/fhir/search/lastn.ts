@@ -9,7 +9,7 @@ import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import type { Queryable } from '../../db/database.js';
 import { badRequest } from '../outcome.js';
 import type { SearchAccess } from './index.js';
-import { paramOf } from './definitions.js';
+import { initSearchDefinitions } from './definitions.js';
 import { parseFilter } from './parse.js';
 import { Sql } from './query.js';
 import { splitUnescaped, unescapeValue } from './values.js';
@@ -82,7 +82,7 @@ function parseRequest(params: Array<[string, string]>, baseUrl: string): { plan:
 
 /** Runs `$lastn`; the caller has checked that it may search Observations. */
 export async function runLastn(db: Queryable, req: LastnRequest): Promise<Bundle> {
-  if (!paramOf(TYPE, 'code')) throw new Error('search definitions are not initialised');
+  initSearchDefinitions();
   const { plan, max, codes, categories } = parseRequest(req.params, req.baseUrl);
   const base = req.baseUrl.replace(/\/+$/, '');
   const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset', link: [{ relation: 'self', url: `${base}/${TYPE}/$lastn?${new URLSearchParams(req.params).toString()}` }] };

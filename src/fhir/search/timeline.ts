@@ -37,7 +37,7 @@ export interface TimelinePlan {
 export const probe = (fromWhere: string): string => `COALESCE((SELECT true FROM ${fromWhere} LIMIT 1), false)`;
 
 /** Above this many matches in a date range, an id-order page walks the id index instead of sorting the range. */
-export const RANGE_CAP = 2000;
+export const RANGE_CAP = 500;
 
 const REF = /^(?:([A-Z][A-Za-z]+)\/)?([A-Za-z0-9\-.]{1,64})$/;
 
