@@ -186,7 +186,7 @@ const MAX_DEPTH = Math.max(...DEPTHS);
 async function explain(client: pg.Client, title: string, statements: Captured[]): Promise<string> {
   const out = [`\n#### ${title}`];
   for (const s of statements) {
-    const r = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) ${s.sql}`, s.params);
+    const r = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY ON) ${s.sql}`, s.params);
     out.push('```', s.sql.replace(/\s+/g, ' ').slice(0, 600), '', ...r.rows.map((x) => x['QUERY PLAN']), '```');
   }
   return out.join('\n');
