@@ -14,7 +14,7 @@ function explaining(db: Queryable, plans: string[]): Queryable {
   return {
     exec: (s) => db.exec(s),
     query: async <R,>(sql: string, params?: unknown[]) => {
-      if (/^\s*(SELECT r\.|WITH )/.test(sql)) {
+      if (/^\s*(SELECT [rt]\.|WITH )/.test(sql)) {
         const p = await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params);
         plans.push(p.rows.map((r) => r['QUERY PLAN']).join('\n'));
       }
