@@ -6,6 +6,7 @@ import { allOk, badRequest, FhirError, forbidden, notFound } from './outcome.js'
 import type { Repository, SearchParams, StoredVersion } from './repository.js';
 import { versionHeaders } from './versions.js';
 import { compartmentApplies, searchResources } from './search/index.js';
+import { LASTN_DEFINITION, lastnHandler } from './search/lastn-route.js';
 import { assertResourceType } from './validation.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -82,6 +83,8 @@ export class FhirRouter {
     this.add('DELETE', ':type/:id', deleteHandler);
     this.add('GET', ':type/:id/_history', historyHandler);
     this.add('GET', ':type/:id/_history/:vid', vread);
+    for (const m of ['GET', 'POST'] as const) this.add(m, 'Observation/$lastn', lastnHandler);
+    this.operations.push({ name: 'lastn', definition: LASTN_DEFINITION, level: 'type', types: ['Observation'] });
   }
 
   /** Routes added later take precedence, so `$export` wins over `:type`. */

@@ -20,7 +20,7 @@ function explaining(db: Queryable, plans: string[]): Queryable {
   return {
     exec: (s) => db.exec(s),
     query: async <R,>(sql: string, params?: unknown[]) => {
-      if (/^\s*SELECT r\./.test(sql)) {
+      if (/^\s*(SELECT [rt]\.|WITH )/.test(sql)) {
         const p = await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params);
         plans.push(p.rows.map((r) => r['QUERY PLAN']).join('\n'));
       }
@@ -42,8 +42,20 @@ describe.skipIf(!process.env.TEST_DATABASE_URL || !SHARED_DATA)('search plans on
   });
 
   const cases: Array<[string, string, Array<[string, string]>, RegExp]> = [
-    ['Observation by patient and code', 'Observation', [['patient', `Patient/${patient?.id}`], ['code', 'http://loinc.org|8302-2']], /search_reference_target_idx|search_token_value_idx/],
-    ['Observation by patient and date', 'Observation', [['patient', `${patient?.id}`], ['date', 'ge2015'], ['date', 'lt2017']], /search_reference_target_idx|search_date_/],
+    ['Observation by patient and code', 'Observation', [['patient', `Patient/${patient?.id}`], ['code', 'http://loinc.org|8302-2']], /search_timeline_id_idx/],
+    ['Observation by patient and date', 'Observation', [['patient', `${patient?.id}`], ['date', 'ge2015'], ['date', 'lt2017']], /search_timeline_date_idx/],
+    [
+      'Observation by subject and code, newest first',
+      'Observation',
+      [['subject', `Patient/${patient?.id}`], ['code', 'http://loinc.org|8302-2'], ['_sort', '-date'], ['_count', '10']],
+      /Scan Backward using search_timeline_date_idx/,
+    ],
+    [
+      'Observation by patient and category, newest first',
+      'Observation',
+      [['patient', `${patient?.id}`], ['category', 'vital-signs'], ['_sort', '-date'], ['_count', '20']],
+      /Scan Backward using search_timeline_date_idx/,
+    ],
     ['Patient by name prefix', 'Patient', [['name', 'alb']], /search_string_value_idx/],
     ['Patient by identifier', 'Patient', [['identifier', 'http://hl7.org/fhir/sid/us-ssn|999-61-3984']], /search_token_value_idx/],
     ['Observation sorted by date', 'Observation', [['_sort', '-date'], ['_count', '50']], /search_sort_hi_idx/],

@@ -24,6 +24,8 @@ import {
   sortableNumber,
 } from './values.js';
 import type { DateRange } from './values.js';
+import { timelineRows } from './timeline-rows.js';
+import type { TimelineRow } from './timeline-rows.js';
 
 export interface IndexRows {
   /** [code, system, value] */
@@ -41,6 +43,8 @@ export interface IndexRows {
   composite: CompositeRow[];
   /** [code, lo, hi] */
   sort: Array<[string, string, string]>;
+  /** rows of search_timeline (timeline-rows.ts) */
+  timeline: TimelineRow[];
 }
 
 export interface CompositeRow {
@@ -259,7 +263,7 @@ function evaluate(expression: FhirPathAtom, input: TypedValue[], resourceType: s
 }
 
 export function emptyRows(): IndexRows {
-  return { token: [], string: [], date: [], quantity: [], reference: [], uri: [], composite: [], sort: [] };
+  return { token: [], string: [], date: [], quantity: [], reference: [], uri: [], composite: [], sort: [], timeline: [] };
 }
 
 /** Top-level element names of a resource; a choice element `valueQuantity` also counts as `value`. */
@@ -289,7 +293,9 @@ export function extractIndexRows(resource: Resource): IndexRows {
     if (values.length === 0) continue;
     addParam(rows, def, values, input[0]);
   }
-  return dedupe(rows);
+  const out = dedupe(rows);
+  out.timeline = timelineRows(resource.resourceType, out);
+  return out;
 }
 
 function minMax(keys: string[]): [string, string] | undefined {
@@ -450,5 +456,6 @@ function dedupe(rows: IndexRows): IndexRows {
     uri: uniq(rows.uri, j),
     composite: uniq(rows.composite, j),
     sort: rows.sort,
+    timeline: [],
   };
 }

@@ -10,7 +10,7 @@ import type { Queryable, Tx } from '../../db/database.js';
 import { patientCompartmentsOf as compartmentsOf } from './compartments.js';
 import { initSearchDefinitions, paramsOf } from './definitions.js';
 import { runSearch, runSearchIds, runSearchIdsMany } from './execute.js';
-export { compartmentApplies } from './execute.js';
+export { compartmentApplies } from './access.js';
 import { allResourceTypes } from './types.js';
 import { buildIndexCtes, deleteIndex, writeIndex } from './writer.js';
 import { extractIndexRows } from './extract.js';

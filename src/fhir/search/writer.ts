@@ -18,6 +18,7 @@ export const INDEX_TABLES = [
   'search_uri',
   'search_composite',
   'search_sort',
+  'search_timeline',
 ] as const;
 
 interface Column {
@@ -106,6 +107,21 @@ export const SPECS: TableSpec[] = [
     columns: [t('code'), t('lo'), t('hi')],
     values: (r) => r.sort,
   },
+  {
+    table: 'search_timeline',
+    columns: [
+      t('subject_type'),
+      t('subject_id'),
+      t('code'),
+      t('system'),
+      t('value'),
+      t('multi', 'boolean'),
+      t('hi'),
+      t('low', 'timestamptz'),
+      t('high', 'timestamptz'),
+    ],
+    values: (r) => r.timeline.map(([st, sid, c, sys, v, multi, hi, low, high]) => [st, sid, c, sys, v, multi, hi, ts(low), ts(high)]),
+  },
 ];
 
 type IndexItem = { resourceType: string; id: string; rows: IndexRows };
@@ -183,5 +199,5 @@ export async function deleteIndex(tx: Tx, resourceType: string, id: string): Pro
 }
 
 function emptyRowsLocal(): IndexRows {
-  return { token: [], string: [], date: [], quantity: [], reference: [], uri: [], composite: [], sort: [] };
+  return { token: [], string: [], date: [], quantity: [], reference: [], uri: [], composite: [], sort: [], timeline: [] };
 }
