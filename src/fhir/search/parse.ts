@@ -3,6 +3,7 @@
  * result-control settings, and the list of parameters that were not understood.
  * Malformed values are a 400 naming the parameter; unknown parameters are collected for the caller to report.
  */
+import { ConfluxError } from '../../errors.js';
 import { badRequest } from '../outcome.js';
 import { paramOf, paramsOf } from './definitions.js';
 import type { ParamDef } from './definitions.js';
@@ -60,7 +61,12 @@ const MODIFIERS: Record<string, Set<string>> = {
   composite: new Set([]),
 };
 
-class Unknown extends Error {}
+/** A parameter the type does not define: strict handling answers 400, lenient handling drops it and says so. */
+class Unknown extends ConfluxError {
+  constructor(message: string) {
+    super('invalid', message);
+  }
+}
 
 /**
  * Parses one search parameter `name=value` against `resourceType`. Throws Unknown for parameters that do not
