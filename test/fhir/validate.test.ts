@@ -1,32 +1,18 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { CapabilityStatement, OperationOutcome } from '@medplum/fhirtypes';
-import type { Database } from '../../src/db/database.js';
 import { testDatabases } from '../helpers/db.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { suiteServer } from '../helpers/server.js';
 
 const JSON_HEADERS = { 'content-type': 'application/fhir+json' };
 
 describe.each(testDatabases())('the validate operation and validation messages on $name', (backend) => {
-  let db: Database;
-  let drop: () => Promise<void>;
-  let server: TestServer;
-  let base: string;
-
-  beforeAll(async () => {
-    ({ db, drop } = await backend.open());
-    server = await startTestServer(db);
-    base = server.fhir;
-  });
-  afterAll(async () => {
-    await server.stop();
-    await drop();
-  });
+  const suite = suiteServer(backend);
 
   const post = async (path: string, body: unknown) => {
-    const res = await fetch(`${base}/${path}`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify(body) });
+    const res = await fetch(`${suite.base}/${path}`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify(body) });
     return { status: res.status, outcome: (await res.json()) as OperationOutcome };
   };
-  const count = async (type: string) => ((await (await fetch(`${base}/${type}?_summary=count`)).json()) as { total: number }).total;
+  const count = async (type: string) => ((await (await fetch(`${suite.base}/${type}?_summary=count`)).json()) as { total: number }).total;
 
   it('a refused invariant names its key, its human text and where, as a sentence', async () => {
     const { status, outcome } = await post('Observation', { resourceType: 'Observation', status: 'final', code: { text: 'x' }, valueString: 'a', dataAbsentReason: { text: 'y' } });
@@ -60,15 +46,15 @@ describe.each(testDatabases())('the validate operation and validation messages o
   });
 
   it('$validate as an update or a delete looks at the resource in the URL', async () => {
-    const created = (await (await fetch(`${base}/Patient`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ resourceType: 'Patient', name: [{ family: 'Nowak' }] }) })).json()) as { id: string };
+    const created = (await (await fetch(`${suite.base}/Patient`, { method: 'POST', headers: JSON_HEADERS, body: JSON.stringify({ resourceType: 'Patient', name: [{ family: 'Nowak' }] }) })).json()) as { id: string };
     const mismatch = await post(`Patient/${created.id}/$validate?mode=update`, { resourceType: 'Patient', id: 'other', name: [{ family: 'Nowak' }] });
     expect(mismatch.status).toBe(200);
     expect(mismatch.outcome.issue.map((i) => i.diagnostics)).toContain(`Resource id "other" does not match the id in the URL (${created.id})`);
 
-    const del = await fetch(`${base}/Patient/${created.id}/$validate?mode=delete`);
+    const del = await fetch(`${suite.base}/Patient/${created.id}/$validate?mode=delete`);
     expect(del.status).toBe(200);
     expect(((await del.json()) as OperationOutcome).issue[0]!.severity).toBe('information');
-    const gone = await fetch(`${base}/Patient/no-such-patient/$validate?mode=delete`);
+    const gone = await fetch(`${suite.base}/Patient/no-such-patient/$validate?mode=delete`);
     expect(((await gone.json()) as OperationOutcome).issue[0]).toMatchObject({ severity: 'error', code: 'not-found' });
 
     const wrongMode = await post('Patient/$validate?mode=merge', { resourceType: 'Patient' });
@@ -79,7 +65,7 @@ describe.each(testDatabases())('the validate operation and validation messages o
   });
 
   it('is in the CapabilityStatement', async () => {
-    const cs = (await (await fetch(`${base}/metadata`)).json()) as CapabilityStatement;
+    const cs = (await (await fetch(`${suite.base}/metadata`)).json()) as CapabilityStatement;
     const obs = cs.rest![0]!.resource!.find((r) => r.type === 'Observation')!;
     expect(obs.operation).toContainEqual({ name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' });
   });

