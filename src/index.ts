@@ -38,6 +38,7 @@ export {
 // The message log every facade writes its traffic to.
 export {
   recordMessage,
+  storableText,
   updateMessage,
   findDuplicate,
   getMessage,

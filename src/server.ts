@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config.js';
@@ -52,6 +53,7 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
   if (config.port !== 0) await writeInfo(`http://${local}:${config.port}`);
   const server = http.createServer(runtime.app);
   server.keepAliveTimeout = 65_000;
+  server.on('clientError', answerClientError);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -92,4 +94,19 @@ export async function startServer(config: Config, opts: StartOptions = {}): Prom
       log.info('stopped');
     })());
   return { runtime, http: server, url, stop };
+}
+
+/**
+ * Requests Node refuses before Express sees them (headers or URL over 16 KB, malformed HTTP) get an OperationOutcome
+ * that names the problem, not an empty 400/431.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (!socket.writable) return;
+  const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+  const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+  const diagnostics = tooLarge
+    ? 'The request line and headers are larger than 16 KB (a URL that long: send the search as POST [type]/_search with a form body)'
+    : `The request is not valid HTTP/1.1 (${err.code ?? err.message})`;
+  const body = JSON.stringify({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: tooLarge ? 'too-costly' : 'structure', diagnostics }] });
+  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/fhir+json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }

@@ -7,7 +7,7 @@ import type { Repository, SearchParams, StoredVersion } from './repository.js';
 import { versionHeaders } from './versions.js';
 import { compartmentApplies, searchResources } from './search/index.js';
 import { LASTN_DEFINITION, lastnHandler } from './search/lastn-route.js';
-import { assertResourceType } from './validation.js';
+import { assertResourceType, assertValidId } from './validation.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -127,10 +127,21 @@ function match(segments: string[], parts: string[]): Record<string, string> | un
     if (s.startsWith(':')) {
       // `_history`, `_search` and `$op` are keywords, never a type or an id.
       if (parts[i].startsWith('_') || parts[i].startsWith('$')) return undefined;
-      params[s.slice(1)] = decodeURIComponent(parts[i]);
+      const name = s.slice(1);
+      params[name] = decodeSegment(parts[i]);
+      // An id that cannot exist (`%00`, 65 characters, a space) is refused here, before it reaches SQL.
+      if (name === 'id') assertValidId(params[name]);
     } else if (s !== parts[i]) return undefined;
   }
   return params;
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw badRequest(`The URL path segment "${segment}" is not valid percent-encoded UTF-8`);
+  }
 }
 
 function check(req: FhirRequest, type: string, interaction: Interaction): void {

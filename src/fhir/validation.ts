@@ -57,8 +57,25 @@ export function validationIssues(resource: Resource): OperationOutcomeIssue[] {
     if (isValidBase64WithWhitespace(issue, resource)) continue;
     issues.push({ ...issue, diagnostics: sentence(issue) });
   }
+  issues.push(...prototypeKeys(resource, resource.resourceType));
   issues.push(...checkRequiredBindings(resource));
   return issues;
+}
+
+/** Names every object has through Object.prototype; the library's element lookup takes them for known elements. */
+const PROTOTYPE_NAMES = new Set(Object.getOwnPropertyNames(Object.prototype));
+
+/** `__proto__`, `constructor`, `toString`… as element names: no FHIR element is called that, and they must not be stored. */
+function prototypeKeys(node: unknown, path: string, out: OperationOutcomeIssue[] = []): OperationOutcomeIssue[] {
+  if (Array.isArray(node)) node.forEach((x, i) => prototypeKeys(x, `${path}[${i}]`, out));
+  else if (node && typeof node === 'object') {
+    for (const key of Object.keys(node)) {
+      if (PROTOTYPE_NAMES.has(key)) {
+        out.push({ severity: 'error', code: 'structure', diagnostics: `Invalid additional property "${key}" (${path}.${key})`, expression: [`${path}.${key}`] });
+      } else prototypeKeys((node as Record<string, unknown>)[key], `${path}.${key}`, out);
+    }
+  }
+  return out;
 }
 
 /**

@@ -54,11 +54,36 @@ function parseBody(req: Request): unknown {
   if (type && !JSON_TYPES.includes(type)) {
     throw FhirError.of(415, 'not-supported', `Content-Type "${type}" is not supported; send application/fhir+json`);
   }
+  const text = raw.toString('utf8');
+  const depth = nestingDepth(text);
+  if (depth > MAX_JSON_DEPTH) {
+    throw FhirError.of(400, 'too-costly', `Request body nests JSON ${depth} levels deep; the limit is ${MAX_JSON_DEPTH} (no FHIR resource needs more)`);
+  }
   try {
-    return JSON.parse(raw.toString('utf8'));
+    return JSON.parse(text);
   } catch (err) {
     throw FhirError.of(400, 'structure', `Request body is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+/** Deeper JSON would overflow the stack of the recursive steps after parsing (validation, indexing). */
+const MAX_JSON_DEPTH = 128;
+
+/** The deepest nesting of objects and arrays in a JSON text, brackets inside strings not counted (one pass, no recursion). */
+export function nestingDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) max = Math.max(max, ++depth);
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return max;
 }
 
 function toFhirRequest(req: Request, access: AccessPolicy): FhirRequest {

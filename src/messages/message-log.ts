@@ -107,6 +107,15 @@ export interface MessageFilter {
 const SUMMARY_COLUMNS = `id, seq, channel, direction, sender, receiver, remote_address, control_id, message_type, version,
   status, error, ack, resource_refs, patient_refs, replay_of, hold_kind, resolution, attempts, received_at, processed_at, updated_at`;
 
+/**
+ * A value for a text column. PostgreSQL text cannot hold U+0000: a NUL byte in a sender's MSH field would make the
+ * message's own log row (and so its ACK) fail, and the sender would resend it forever. It is stored as U+2400 (␀);
+ * the raw bytes are kept exactly in `raw`.
+ */
+export function storableText<T extends string | null | undefined>(v: T): T {
+  return (typeof v === 'string' && v.includes('\u0000') ? v.replace(/\u0000/g, '\u2400') : v) as T;
+}
+
 export async function recordMessage(q: Queryable, m: NewMessage): Promise<string> {
   const id = m.id ?? randomUUID();
   const raw = typeof m.raw === 'string' ? Buffer.from(m.raw, 'utf8') : Buffer.from(m.raw.buffer, m.raw.byteOffset, m.raw.byteLength);
@@ -118,15 +127,15 @@ export async function recordMessage(q: Queryable, m: NewMessage): Promise<string
       id,
       m.channel,
       m.direction,
-      m.sender ?? null,
-      m.receiver ?? null,
-      m.remoteAddress ?? null,
-      m.controlId ?? null,
-      m.messageType ?? null,
-      m.version ?? null,
+      storableText(m.sender ?? null),
+      storableText(m.receiver ?? null),
+      storableText(m.remoteAddress ?? null),
+      storableText(m.controlId ?? null),
+      storableText(m.messageType ?? null),
+      storableText(m.version ?? null),
       m.status ?? 'received',
-      m.error ?? null,
-      m.ack ?? null,
+      storableText(m.error ?? null),
+      storableText(m.ack ?? null),
       raw,
       m.resourceRefs ?? [],
       m.patientRefs ?? [],
@@ -142,7 +151,7 @@ export async function recordMessage(q: Queryable, m: NewMessage): Promise<string
 export async function updateMessage(q: Queryable, id: string, patch: MessagePatch): Promise<void> {
   const sets: string[] = [];
   const sql = new Sql();
-  const set = (col: string, value: unknown) => sets.push(`${col} = ${sql.p(value)}`);
+  const set = (col: string, value: unknown) => sets.push(`${col} = ${sql.p(typeof value === 'string' ? storableText(value) : value)}`);
   if (patch.status !== undefined) {
     set('status', patch.status);
     if (patch.processedAt === undefined && patch.status !== 'received') set('processed_at', new Date().toISOString());
@@ -181,7 +190,7 @@ export async function findDuplicate(
       WHERE channel = $1 AND direction = $2 AND ${sender === null ? 'sender IS NULL AND control_id = $3' : 'sender = $3 AND control_id = $4'}
         AND replay_of IS NULL
       ORDER BY (status IN ('processed', 'held')) DESC, seq DESC LIMIT 1`,
-    sender === null ? [opts.channel ?? 'mllp', opts.direction ?? 'in', controlId] : [opts.channel ?? 'mllp', opts.direction ?? 'in', sender, controlId],
+    sender === null ? [opts.channel ?? 'mllp', opts.direction ?? 'in', storableText(controlId)] : [opts.channel ?? 'mllp', opts.direction ?? 'in', storableText(sender), storableText(controlId)],
   );
   return res.rows[0] ? toSummary(res.rows[0]) : null;
 }

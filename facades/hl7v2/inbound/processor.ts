@@ -8,7 +8,7 @@
 import type { Bundle, Identifier, Reference } from '@medplum/fhirtypes';
 import { randomUUID } from 'node:crypto';
 import type { ConflictPolicy, Database, FiledMessage, IdentityConflict, MessagePatch, MessageRecord, MessageStatus, Queryable, Tx, WrittenEntry } from '../../../src/index.js';
-import { ConfluxError, conflict, findDuplicate, notFound, getMessage, guardPatientIdentity, recordMessage, updateMessage } from '../../../src/index.js';
+import { ConfluxError, conflict, findDuplicate, notFound, getMessage, guardPatientIdentity, recordMessage, storableText, updateMessage } from '../../../src/index.js';
 import { splitEnvelope } from '../envelope.js';
 import { Hl7ParseError, Hl7v2Message, readDelimiters, Segment, type Delimiters } from '../message.js';
 import { Hl7Segment, Hl7Context } from '@medplum/core';
@@ -139,7 +139,7 @@ export async function processMessage(
       if (controlId && !meta.replayOf) {
         // Copies of one message racing (a sender that timed out and resent on a new connection, two workers) take
         // turns on their sender and control id, so the second sees the first as a duplicate instead of filing again.
-        await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`hl7v2:${channel}:${msg.sender ?? ''}:${controlId}`]);
+        await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [storableText(`hl7v2:${channel}:${msg.sender ?? ''}:${controlId}`)]);
         const dup = await findDuplicate(tx, msg.sender, controlId, { channel });
         if (dup && dup.status === 'held' && dup.holdKind === 'identity-conflict' && dup.ack) {
           // Still refused until an operator resolves it: the sender gets the same answer again, nothing is stored.
