@@ -14,6 +14,8 @@ export interface Hl7v2Settings {
     /** MLLP_MAX_BYTES and MLLP_IDLE_TIMEOUT_MS; unset, the listener's defaults. */
     maxMessageBytes?: number;
     idleTimeoutMs?: number;
+    /** MLLP_MAX_SEGMENTS (default 10,000): larger messages are answered AE before mapping. */
+    maxSegments: number;
     tls?: ListenerTls;
   };
   /** HL7_MAPPING_FILE merged over the defaults. */
@@ -39,6 +41,7 @@ export function config(env: Environment): PluginConfig<Hl7v2Settings> {
       port: envReader(env).port('MLLP_PORT', 2575),
       maxMessageBytes: envReader(env).optionalInt('MLLP_MAX_BYTES', 1),
       idleTimeoutMs: envReader(env).optionalInt('MLLP_IDLE_TIMEOUT_MS', 1),
+      maxSegments: envReader(env).int('MLLP_MAX_SEGMENTS', 10_000, 1),
       tls: tlsFromEnv(env),
     },
     mapping: loadMappingConfig(env.HL7_MAPPING_FILE),

@@ -19,6 +19,7 @@ export async function inboundDeps(ctx: {
   write: Runtime['write'];
   log: FacadeContext['log'];
   mapping?: MappingConfig;
+  maxSegments?: number;
 }): Promise<ProcessorDeps> {
   // Without one, the defaults (as with HL7_MAPPING_FILE unset).
   const mapping = ctx.mapping ?? loadMappingConfig(undefined);
@@ -31,6 +32,7 @@ export async function inboundDeps(ctx: {
   return {
     db: ctx.db,
     mapping: () => mapping,
+    maxSegments: ctx.maxSegments,
     devices,
     log: ctx.log,
     transact: (bundle, tx) => ctx.write.transaction({ actor: 'hl7v2', entries: bundle.entry ?? [], tx }),
@@ -43,7 +45,7 @@ export const facade: Facade<Hl7v2Settings> = {
   name: 'hl7v2',
   async start(ctx: FacadeContext<Hl7v2Settings>) {
     const { runtime: rt, settings } = ctx;
-    const deps = await inboundDeps({ db: rt.db, router: rt.router, write: rt.write, log: ctx.log, mapping: settings.mapping });
+    const deps = await inboundDeps({ db: rt.db, router: rt.router, write: rt.write, log: ctx.log, mapping: settings.mapping, maxSegments: settings.mllp.maxSegments });
     rt.admin.use(messageAdminRoutes(deps, rt.repo));
     registerHeldFiling(['mllp'], (tx, message) => fileHeldAsNew(deps, tx, message));
     let listener: MllpListener | undefined;

@@ -31,6 +31,8 @@ export interface ProcessorDeps {
   /** Writes a FHIR transaction Bundle's entries inside `tx` through the core's system write port; one result per entry. */
   transact(bundle: Bundle, tx: Tx): Promise<WrittenEntry[]>;
   mapping: () => MappingConfig;
+  /** MLLP_MAX_SEGMENTS: a message with more segments is refused (AE) before it is mapped; unset, no limit. */
+  maxSegments?: number;
   devices?: DevicePort;
   log: { info(m: string): void; warn(m: string): void; error(m: string): void };
   /** Test hook: runs after the resources are written, before commit (a crash there must not lose data). */
@@ -117,6 +119,11 @@ export async function processMessage(
   let refusal: { code: 'AE' | 'AR'; issues: Hl7Issue[] } | undefined;
   try {
     if (msg.defects.length) refusal = { code: 'AE', issues: msg.defects.map((d) => ({ code: HL7_ERROR.segmentSequence, message: d })) };
+    else if (deps.maxSegments && msg.segments.length > deps.maxSegments) {
+      // Thousands of results in one transaction exhaust the database's lock table and the process's memory.
+      const message = `the message has ${msg.segments.length} segments; this server takes at most ${deps.maxSegments} in one message (MLLP_MAX_SEGMENTS): send it split, e.g. one message per order`;
+      refusal = { code: 'AE', issues: [{ code: HL7_ERROR.applicationInternalError, segment: 'MSH', sequence: 1, message }] };
+    }
     else mapped = mapMessage(msg, deps.mapping());
   } catch (e) {
     if (e instanceof Hl7RejectError || e instanceof Hl7DataError) refusal = refusalFor(e);
