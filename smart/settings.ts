@@ -1,5 +1,5 @@
 /** SMART settings from the environment, with the defaults documented in docs/smart.md. */
-import { envReader, type Environment, type PluginConfig } from '../src/env.js';
+import { envReader, type Environment, type PluginConfig } from '../src/index.js';
 import { parseEncryptionKey } from './key-sealing.js';
 
 export interface SmartSettings {

@@ -1,7 +1,7 @@
 /**
  * The public module of the core: what facades (facades/*) and the authorization server (smart/) may use, each
  * export named on purpose (docs/architecture.md lists them by area). Anything not exported here is an
- * implementation detail of src/; a plug-in's config module uses src/env.ts instead, which loads nothing else.
+ * implementation detail of src/. Config modules import it too (the supervisor loads them, so it loads the core once).
  */
 export { ConfluxError, ERROR_CODES, isErrorCode, type ErrorCode, type IssueType } from './errors.js';
 export type { Database, Queryable, Tx, QueryResult } from './db/database.js';

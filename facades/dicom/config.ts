@@ -1,6 +1,6 @@
 /** DICOM facade settings, read once from the environment at start (see docs/dicom.md): the plug-in's config module. */
 import { readFileSync } from 'node:fs';
-import { ConfigError, envReader, type Environment, type PluginConfig } from '../../src/env.js';
+import { ConfigError, envReader, type Environment, type PluginConfig } from '../../src/index.js';
 
 export interface KnownAe {
   aeTitle: string;

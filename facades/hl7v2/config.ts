@@ -3,7 +3,7 @@
  * the plug-in's config module, which src/plugins.ts calls before anything starts.
  */
 import { readFileSync } from 'node:fs';
-import { ConfigError, envReader, type Environment, type PluginConfig } from '../../src/env.js';
+import { ConfigError, envReader, type Environment, type PluginConfig } from '../../src/index.js';
 import type { ListenerTls } from './inbound/listener.js';
 import { loadMappingConfig, type MappingConfig } from './inbound/mapping-config.js';
 

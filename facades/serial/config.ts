@@ -4,7 +4,7 @@
  * Every mistake is reported with the port and the field it is in.
  */
 import { readFileSync } from 'node:fs';
-import { ConfigError, type Environment, type PluginConfig } from '../../src/env.js';
+import { ConfigError, type Environment, type PluginConfig } from '../../src/index.js';
 import type { Identifier } from '@medplum/fhirtypes';
 import type { CodeMap, PlausibleRange } from './mapping/codemap.js';
 import type { LineFormat } from './line/parse.js';

@@ -4,7 +4,7 @@
  * one. Loaded from the JSON file named by HL7_MAPPING_FILE, merged over these defaults.
  */
 import { readFileSync } from 'node:fs';
-import { ConfigError } from '../../../src/env.js';
+import { ConfigError } from '../../../src/index.js';
 
 export interface CodeTarget {
   system: string;
