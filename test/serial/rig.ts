@@ -12,7 +12,8 @@ import { parseSerialConfig } from '../../facades/serial/config.js';
 import { startPort, type RunningPort } from '../../facades/serial/index.js';
 import type { HandlerDeps } from '../../facades/serial/session.js';
 import { openTestEnv, type TestEnv } from '../devices/helpers.js';
-import { ptyPair, type PtyPair, until } from './pty.js';
+import { afterAll, beforeAll } from 'vitest';
+import { eventQueue, ptyPair, type PtyPair, stopRig, until } from './pty.js';
 
 export const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
 export const who = { who: 'Practitioner/op1' };
@@ -45,4 +46,22 @@ export async function startAstmRig(o: { dirPrefix: string; patientName: string; 
   const running = startPort(cfg, { store: env.store, log: quiet, onProcessed: o.onProcessed });
   await until(() => running.port.isOpen, 'the facade to open the port');
   return { env, dir, pty, running, patient, ...(await openAnalyzer(pty.device)) };
+}
+
+export type Processed = Parameters<NonNullable<HandlerDeps['onProcessed']>>[0];
+
+/**
+ * A rig for one suite: started before its first test, stopped after its last. Tests read (and, reconnecting, replace)
+ * `rig.pty`, `rig.analyzer`, `rig.line`…, and wait for the facade's next processed message with `nextEvent()`.
+ */
+export function suiteAstmRig(o: { dirPrefix: string; patientName: string; deviceName: string }): { rig: AstmRig; nextEvent(): Promise<Processed> } {
+  const processed = eventQueue<Processed>();
+  const rig = {} as AstmRig;
+  beforeAll(async () => {
+    Object.assign(rig, await startAstmRig({ ...o, onProcessed: (e) => processed.push(e) }));
+  }, 60_000);
+  afterAll(async () => {
+    await stopRig(rig);
+  });
+  return { rig, nextEvent: () => processed.next() };
 }
