@@ -5,12 +5,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { Observation } from '@medplum/fhirtypes';
 import { getMessage } from '../../src/messages/message-log.js';
 import { CR, LF, decodeCapture, encodeMessage, framesToText } from '../../facades/serial/astm/frame.js';
 import { parseRecords } from '../../facades/serial/astm/records.js';
 import { sendSession } from '../../facades/serial/astm/sender.js';
-import { suiteAstmRig } from './rig.js';
+import { expectFiledToPatient, suiteAstmRig } from './rig.js';
 import { noteCorpusAbsent, SHARED_DATA } from '../../tools/shared-data.js';
 
 // The analyzer captures are GPLv2 (senaite.astm), so they are not in test/fixtures: these run over the shared corpus.
@@ -40,13 +39,7 @@ describe.skipIf(!SHARED_DATA)('ASTM over a real pty with CR-only and LF-only fra
     const done = nextEvent();
     expect(await sendSession(rig.line, frames, { replyTimeoutMs: 10_000 })).toEqual({ ok: true, naks: 0 });
     const e = await done;
-    expect(e.error).toBeUndefined();
-    expect(e.result?.held).toEqual([]);
-    expect(e.result?.filed).toBeGreaterThan(0);
-    expect(e.result?.patientRefs).toEqual([rig.patient]);
-    const obsRef = e.result!.resourceRefs.find((r) => r.startsWith('Observation/'))!;
-    const obs = await rig.env.store.read<Observation>('Observation', obsRef.split('/')[1]);
-    expect(obs.subject?.reference).toBe(rig.patient);
+    await expectFiledToPatient(rig, e);
     const logged = await getMessage(rig.env.db, e.messageId);
     expect(logged?.status).toBe('processed');
     expect(logged?.raw.equals(Buffer.concat(frames))).toBe(true);

@@ -7,7 +7,7 @@ import { decodeCapture, encodeMessage, framesToText } from '../../facades/serial
 import { parseRecords } from '../../facades/serial/astm/records.js';
 import { sendSession } from '../../facades/serial/astm/sender.js';
 import { ptyPair, until } from './pty.js';
-import { openAnalyzer, suiteAstmRig, who } from './rig.js';
+import { expectFiledToPatient, openAnalyzer, suiteAstmRig, who } from './rig.js';
 import { fixturePath, noteCorpusAbsent, SHARED_DATA } from '../../tools/shared-data.js';
 
 // The analyzer captures are GPLv2 (senaite.astm), so they are not in test/fixtures: they run over the shared corpus
@@ -43,15 +43,10 @@ describe('ASTM over a real pty (socat)', () => {
     const done = nextEvent();
     expect(await sendSession(rig.line, fixtureFrames('chemistry.txt'))).toEqual({ ok: true, naks: 0 });
     const e = await done;
-    expect(e.error).toBeUndefined();
-    expect(e.result?.held).toEqual([]);
+    const obs = await expectFiledToPatient(rig, e);
     // One report (the O record) with its four results.
     expect(e.result?.filed).toBe(1);
     expect(e.result!.resourceRefs.filter((r) => r.startsWith('Observation/'))).toHaveLength(4);
-    expect(e.result?.patientRefs).toEqual([rig.patient]);
-    const obsRef = e.result!.resourceRefs.find((r) => r.startsWith('Observation/'))!;
-    const obs = await rig.env.store.read<Observation>('Observation', obsRef.split('/')[1]);
-    expect(obs.subject?.reference).toBe(rig.patient);
     expect(obs.device?.reference).toMatch(/^Device\//);
   }, 60_000);
 
@@ -173,14 +168,7 @@ describe.skipIf(!SHARED_DATA)('ASTM over a real pty (socat): analyzer captures o
     const done = nextEvent();
     const sent = await sendSession(rig.line, frames, { replyTimeoutMs: 10_000 });
     expect(sent).toEqual({ ok: true, naks: 0 });
-    const e = await done;
-    expect(e.error).toBeUndefined();
-    expect(e.result?.held).toEqual([]);
-    expect(e.result?.filed).toBeGreaterThan(0);
-    expect(e.result?.patientRefs).toEqual([rig.patient]);
-    const obsRef = e.result!.resourceRefs.find((r) => r.startsWith('Observation/'))!;
-    const obs = await rig.env.store.read<Observation>('Observation', obsRef.split('/')[1]);
-    expect(obs.subject?.reference).toBe(rig.patient);
+    const obs = await expectFiledToPatient(rig, await done);
     expect(obs.device?.reference).toMatch(/^Device\//);
   }, 60_000);
 

@@ -12,7 +12,8 @@ import { parseSerialConfig } from '../../facades/serial/config.js';
 import { startPort, type RunningPort } from '../../facades/serial/index.js';
 import type { HandlerDeps } from '../../facades/serial/session.js';
 import { openTestEnv, type TestEnv } from '../devices/helpers.js';
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
+import type { Observation } from '@medplum/fhirtypes';
 import { eventQueue, ptyPair, type PtyPair, stopRig, until } from './pty.js';
 
 export const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
@@ -64,4 +65,16 @@ export function suiteAstmRig(o: { dirPrefix: string; patientName: string; device
     await stopRig(rig);
   });
   return { rig, nextEvent: () => processed.next() };
+}
+
+/** Asserts that a processed message filed its results, all held for nobody, to the rig's patient, from its device; returns an Observation. */
+export async function expectFiledToPatient(rig: AstmRig, e: Processed): Promise<Observation> {
+  expect(e.error).toBeUndefined();
+  expect(e.result?.held).toEqual([]);
+  expect(e.result?.filed).toBeGreaterThan(0);
+  expect(e.result?.patientRefs).toEqual([rig.patient]);
+  const obsRef = e.result!.resourceRefs.find((r) => r.startsWith('Observation/'))!;
+  const obs = await rig.env.store.read<Observation>('Observation', obsRef.split('/')[1]!);
+  expect(obs.subject?.reference).toBe(rig.patient);
+  return obs;
 }
