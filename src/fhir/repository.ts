@@ -97,26 +97,21 @@ interface ResourceRow {
  * Every method takes an optional `tx`: inside a FHIR transaction the whole Bundle shares one.
  */
 export class Repository {
-  private readonly hooks: ChangeHook[] = [];
-  private readonly interest: Array<ChangeHookOptions['wants']> = [];
+  private readonly hooks: Array<{ hook: ChangeHook; wants?: ChangeHookOptions['wants'] }> = [];
 
   constructor(readonly db: Database) {}
 
   /** Registers a hook run inside every write's transaction (e.g. the HL7 v2 outbound outbox). */
   onChange(hook: ChangeHook, opts: ChangeHookOptions = {}): void {
-    this.hooks.push(hook);
-    this.interest.push(opts.wants);
+    this.hooks.push({ hook, wants: opts.wants });
   }
 
   private hooked(resourceType: string): boolean {
-    return this.interest.some((wants) => !wants || wants(resourceType));
+    return this.hooks.some(({ wants }) => !wants || wants(resourceType));
   }
 
   private async emit(tx: Tx, change: ChangeEvent): Promise<void> {
-    for (let i = 0; i < this.hooks.length; i++) {
-      const wants = this.interest[i];
-      if (!wants || wants(change.resourceType)) await this.hooks[i](tx, change);
-    }
+    for (const { hook, wants } of this.hooks) if (!wants || wants(change.resourceType)) await hook(tx, change);
   }
 
   /** Runs `fn` in `tx` when given, otherwise in a new transaction. */
