@@ -2,24 +2,17 @@
  * Configuration is read once, at start, and every setting is checked then: a wrong value, the core's or a plug-in's,
  * stops `serve` before anything listens, with a message that names the variable.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
+import { conflux } from '../helpers/cli.js';
 
-const root = path.resolve(import.meta.dirname, '../..');
-
-function serve(env: Record<string, string>) {
+async function serve(env: Record<string, string>) {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conflux-config-'));
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], {
-    cwd: root,
-    env: { ...process.env, DATA_DIR: dataDir, PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', ...env },
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
-  return { code: r.status, stderr: r.stderr, stdout: r.stdout, started: existsSync(path.join(dataDir, 'server.json')) };
+  const r = await conflux(['serve'], { DATA_DIR: dataDir, PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0', ...env });
+  return { ...r, started: existsSync(path.join(dataDir, 'server.json')) };
 }
 
 describe('configuration at start', () => {
@@ -33,8 +26,8 @@ describe('configuration at start', () => {
     ['SMART', { SMART_SIGNING_ALG: 'HS256' }, /SMART_SIGNING_ALG must be RS384 or ES384, got "HS256"/],
     ['the serial plug-in', { SERIAL_CONFIG_FILE: brokenJson }, /SERIAL_CONFIG_FILE .*broken\.json is not JSON/],
   ];
-  it.each(cases)('a wrong value of %s stops serve, naming the variable', (_what, env, message) => {
-    const r = serve(env);
+  it.each(cases)('a wrong value of %s stops serve, naming the variable', async (_what, env, message) => {
+    const r = await serve(env);
     expect(r.code, r.stdout + r.stderr).toBe(1);
     expect(r.stderr).toMatch(new RegExp(`^conflux: ${message.source}`, 'm'));
     expect(r.started).toBe(false);

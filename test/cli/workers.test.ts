@@ -3,7 +3,7 @@
  * supervisor, two server processes sharing the HTTP and MLLP listeners, one server.json and admin token; what is
  * exactly-once with one process stays so with two; a killed worker is replaced; SIGTERM stops everything cleanly.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import http from 'node:http';
@@ -13,6 +13,7 @@ import path from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { conflux, runProcess } from '../helpers/cli.js';
 import { withSearchPath } from '../helpers/db.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -27,9 +28,9 @@ function serverEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /** The compiled build `npm start` runs (incremental: quick when `npm ci`'s prepare has built it). */
-function build(): void {
-  const r = spawnSync(path.join(root, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.build.json'], { cwd: root, encoding: 'utf8', timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`build failed:\n${r.stdout}${r.stderr}`);
+async function build(): Promise<void> {
+  const r = await runProcess(path.join(root, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.build.json'], process.env);
+  if (r.code !== 0) throw new Error(`build failed:\n${r.stdout}${r.stderr}`);
 }
 
 interface Answer {
@@ -85,16 +86,11 @@ const alive = (pid: number) => {
 };
 
 describe('serve with WORKERS > 1', () => {
-  it('refuses WORKERS=2 on the embedded database at start, naming WORKERS', () => {
+  it('refuses WORKERS=2 on the embedded database at start, naming WORKERS', async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'conflux-workers-pglite-'));
     // From source: this needs no build and no PostgreSQL.
-    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], {
-      cwd: root,
-      env: serverEnv({ WORKERS: '2', DATA_DIR: dataDir, PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0' }),
-      encoding: 'utf8',
-      timeout: 120_000,
-    });
-    expect(r.status).toBe(1);
+    const r = await conflux(['serve'], {}, serverEnv({ WORKERS: '2', DATA_DIR: dataDir, PORT: '0', MLLP_PORT: '0', DICOM_PORT: '0' }));
+    expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/WORKERS=2 needs PostgreSQL \(DATABASE_URL\)/);
     expect(existsSync(path.join(dataDir, 'server.json'))).toBe(false);
   });
@@ -143,7 +139,7 @@ describe.skipIf(!databaseUrl)('serve with WORKERS=2 on PostgreSQL (compiled buil
     });
 
   beforeAll(async () => {
-    build();
+    await build();
     const admin = new pg.Client({ connectionString: databaseUrl });
     await admin.connect();
     await admin.query(`CREATE SCHEMA ${schema}`);

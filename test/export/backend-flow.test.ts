@@ -105,7 +105,7 @@ describe.each(testDatabases())('backend service bulk export on $name', (tdb) => 
     // The loading system writes through the FHIR API with its own backend token, like any other client.
     const loader = await registerBackend('system/*.cruds');
     await loadSynthea(server.fhir, 6, bearer(await loader.token('system/*.cruds')));
-  }, 180_000);
+  }, 60_000);
   afterAll(async () => {
     await server?.stop();
     await new Promise((r) => jwksServer?.close(r));
@@ -168,7 +168,7 @@ describe.each(testDatabases())('backend service bulk export on $name', (tdb) => 
     expect((await fetch(statusUrl)).status).toBe(401);
     // A fresh token of the same client still works (jobs belong to the client, not to one token).
     expect((await fetch(m.output[0].url, { headers: bearer(await bulk.token('system/*.rs')) })).status).toBe(200);
-  }, 120_000);
+  }, 60_000);
 
   it('narrow scopes: only the allowed types are exported; a requested forbidden type is reported', async () => {
     const narrow = await registerBackend('system/Patient.rs system/Condition.rs');

@@ -32,7 +32,7 @@ describe.each(testDatabases())('Patient and Group export on $name', (tdb) => {
     await loadSynthea(server.fhir, 4);
     patients = (await db.query<{ id: string }>(`SELECT id FROM resource WHERE resource_type = 'Patient' ORDER BY id`)).rows.map((r) => r.id);
     expect(patients.length).toBe(4);
-  }, 120_000);
+  }, 60_000);
   afterAll(async () => {
     await server?.stop();
     await drop?.();

@@ -66,7 +66,7 @@ export function waitForManifest(statusUrl: string, headers: Record<string, strin
       return undefined;
     },
     `export ${statusUrl} to finish`,
-    { timeoutMs: 120_000, everyMs: 100 },
+    { timeoutMs: 60_000, everyMs: 100 },
   );
 }
 

@@ -39,7 +39,7 @@ describe.each(testDatabases())('export job lifecycle on $name', (tdb) => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'conflux-export-'));
     blobs = new FsBlobStore(path.join(dataDir, 'blobs'));
     await withServer(db, env(), (s) => loadSynthea(s.fhir, 2));
-  }, 120_000);
+  }, 60_000);
   afterEach(async () => {
     await server?.stop();
     server = undefined;

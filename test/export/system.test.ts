@@ -23,7 +23,7 @@ describe.each(testDatabases())('system export on $name', (tdb) => {
       `SELECT resource_type, count(*)::int AS n FROM resource WHERE NOT deleted GROUP BY resource_type`,
     );
     for (const row of r.rows) counts.set(row.resource_type, Number(row.n));
-  }, 120_000);
+  }, 60_000);
   afterAll(async () => {
     await server?.stop();
     await drop?.();

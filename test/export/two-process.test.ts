@@ -82,7 +82,7 @@ describe.skipIf(!pg)('export with two server processes on one PostgreSQL', () =>
     };
     [a, b] = await Promise.all([serve(env), serve(env)]);
     await loadSynthea(`${a.base}/fhir`, 2);
-  }, 120_000);
+  }, 60_000);
   afterAll(async () => {
     await Promise.all([stop(a), stop(b)]);
     await drop?.();
@@ -109,7 +109,7 @@ describe.skipIf(!pg)('export with two server processes on one PostgreSQL', () =>
     expect(rows.rows.every((r) => r.attempts === 1 && r.status === 'completed')).toBe(true);
     const completions = [...a!.completed, ...b!.completed].filter((id) => ids.includes(id)).sort();
     expect(completions).toEqual([...ids].sort());
-  }, 120_000);
+  }, 60_000);
 
   it('concurrent claims from two connection pools never return the same job twice', async () => {
     // The server processes' own workers would claim these jobs too: stop them first.

@@ -202,7 +202,7 @@ describe.each(runs)('ORU round trip v2 → FHIR → v2 over MLLP, every result m
     const states = await until(async () => {
       const s = await outboxStates(db, 'rt');
       return !s.queued && !s.sending && s;
-    }, 'the outbound queue to drain', { timeoutMs: 90_000 });
+    }, 'the outbound queue to drain', { timeoutMs: 60_000 });
     expect(states, 'no dead letters, nothing superseded').toEqual({ delivered: peer.received.length });
     expect(new Set(peer.received.map((r) => r.controlId)).size, 'each row sent once').toBe(peer.received.length);
 
@@ -351,5 +351,5 @@ describe.each(runs)('ORU round trip v2 → FHIR → v2 over MLLP, every result m
     // Over the whole corpus, every listed deviation still happens (a fixed one must leave the list).
     if (set.name === 'shared corpus') expect([...seen].sort()).toEqual(DEVIATIONS.map((d) => `${d.kind}|${d.detail}`).sort());
     expect(messages + refused.size + silent.size).toBe(corpus.length);
-  }, 180_000);
+  }, 60_000);
 });

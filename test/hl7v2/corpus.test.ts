@@ -134,5 +134,5 @@ describe.each(runs)('HL7 v2 messages of the $set.name over MLLP ($kind)', ({ kin
       }
     }
     expect(got.map(([f, c, t]) => [f, c, t.slice(0, 45)])).toEqual(negative);
-  }, 120_000);
+  }, 60_000);
 });

@@ -69,7 +69,7 @@ function suite(name: string, open: () => Promise<TestDb | undefined>): void {
       t = (await open())!;
       await loadResources(t.db, data);
       await t.db.query('ANALYZE');
-    }, 300_000);
+    }, 60_000);
     afterAll(async () => {
       await t?.close();
     });

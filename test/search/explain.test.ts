@@ -36,7 +36,7 @@ describe.skipIf(!process.env.TEST_DATABASE_URL || !SHARED_DATA)('search plans on
     t = (await postgresDb())!;
     await loadResources(t.db, corpus());
     await t.db.query('ANALYZE');
-  }, 300_000);
+  }, 60_000);
   afterAll(async () => {
     await t?.close();
   });

@@ -55,7 +55,7 @@ function suite(name: string, open: () => Promise<TestDb | undefined>): void {
       t = (await open())!;
       await loadResources(t.db, all);
       await t.db.query('ANALYZE');
-    }, 300_000);
+    }, 60_000);
     afterAll(async () => {
       await t?.close();
     });

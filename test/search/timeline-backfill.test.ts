@@ -49,7 +49,7 @@ describe.each(testDatabases())('migration 090 backfill on $name', (backend) => {
     ({ db, drop } = await backend.open());
     const synthea = syntheaResources().filter((r) => ['Patient', 'Observation', 'DiagnosticReport'].includes(r.resourceType));
     await loadResources(db, [...synthea.slice(0, 1500), ...(odd as Resource[])]);
-  }, 300_000);
+  }, 60_000);
   afterAll(async () => {
     await drop?.();
   });

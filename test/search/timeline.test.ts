@@ -105,7 +105,7 @@ describe.each(testDatabases())('timeline searches and lastn on $name', (backend)
     };
     const r = await get<Bundle>('', { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(bundle) });
     expect(r.status, JSON.stringify(r.body).slice(0, 500)).toBe(200);
-  }, 120_000);
+  }, 60_000);
   afterAll(async () => {
     await server?.stop();
     await drop?.();
