@@ -8,6 +8,8 @@ import { applyJsonPatch } from './patch.js';
 import { checkIfMatch, sameContent, versionHeaders } from './versions.js';
 import { writeVersions, type VersionToWrite } from './write-statement.js';
 import { readLatest, readMany } from './read-many.js';
+import { type CurrentRow, ReadBatcher } from './read-batch.js';
+import { CreateBatcher } from './create-batch.js';
 
 export interface StoredVersion {
   resourceType: string;
@@ -84,12 +86,7 @@ export interface BatchingTx extends Tx {
   flush(): Promise<void>;
 }
 
-interface ResourceRow {
-  version_id: number;
-  deleted: boolean;
-  content: string | null;
-  last_updated: Date;
-}
+type ResourceRow = CurrentRow;
 
 /**
  * The one place that writes resources. REST handlers, batch/transaction entries and facades all come
@@ -99,7 +96,15 @@ interface ResourceRow {
 export class Repository {
   private readonly hooks: Array<{ hook: ChangeHook; wants?: ChangeHookOptions['wants'] }> = [];
 
-  constructor(readonly db: Database) {}
+  /** Outside a transaction, reads asked for together share one query (src/fhir/read-batch.ts). */
+  private readonly reads: ReadBatcher;
+  /** Lone creates of one moment share one statement and one commit (src/fhir/create-batch.ts). */
+  private readonly creates: CreateBatcher;
+
+  constructor(readonly db: Database) {
+    this.reads = new ReadBatcher(db);
+    this.creates = new CreateBatcher(db);
+  }
 
   /** Registers a hook run inside every write's transaction (e.g. the HL7 v2 outbound outbox). */
   onChange(hook: ChangeHook, opts: ChangeHookOptions = {}): void {
@@ -150,11 +155,10 @@ export class Repository {
 
   async read(resourceType: string, id: string, q: Queryable = this.db): Promise<StoredVersion> {
     assertResourceType(resourceType);
-    const r = await q.query<ResourceRow>(
-      'SELECT version_id, deleted, content, last_updated FROM resource WHERE resource_type = $1 AND id = $2',
-      [resourceType, id],
-    );
-    const row = r.rows[0];
+    const row =
+      q === this.db
+        ? await this.reads.read(resourceType, id)
+        : (await q.query<ResourceRow>('SELECT version_id, deleted, content, last_updated FROM resource WHERE resource_type = $1 AND id = $2', [resourceType, id])).rows[0];
     if (!row) throw notFound(`${resourceType}/${id} is not known`);
     const v = toVersion(resourceType, id, row);
     if (v.deleted) throw new FhirError(410, gone(`${resourceType}/${id} was deleted`).outcome, versionHeaders(v));
@@ -198,8 +202,11 @@ export class Repository {
   ): Promise<WriteResult<T>> {
     assertResourceType(resource.resourceType);
     if (!opts.tx && !opts.ifNoneExist && !this.hooked(resource.resourceType)) {
-      // One statement writes history, current row and index rows: atomic without an explicit transaction.
-      return this.write(this.db, { ...resource, id: opts.assignedId ?? randomUUID() }, 1, 'POST');
+      // One statement writes history, current row and index rows: atomic without an explicit transaction, and
+      // shared with the other lone creates of this moment (src/fhir/create-batch.ts).
+      const item = this.stamp({ ...resource, id: opts.assignedId ?? randomUUID() }, 1, 'POST');
+      await this.creates.write(item);
+      return { resource: item.resource, created: true, json: item.json };
     }
     return this.inTx(opts.tx, async (tx) => {
       if (opts.ifNoneExist) {
@@ -361,12 +368,8 @@ export class Repository {
     method: ChangeEvent['method'],
     previous?: ResourceRow,
   ): Promise<WriteResult<T>> {
-    const resource = {
-      ...input,
-      meta: { ...input.meta, versionId: String(versionId), lastUpdated: new Date().toISOString() },
-    } as T;
-    assertValidResource(resource);
-    const item: PendingWrite = { resource, versionId, method, json: JSON.stringify(resource), previous };
+    const item = this.stamp(input, versionId, method, previous);
+    const { resource } = item;
     const pending = (tx as Partial<BatchingTx>)[PENDING];
     if (pending) pending.push(item);
     else {
@@ -374,6 +377,16 @@ export class Repository {
       await this.emitWrite(tx, item);
     }
     return { resource, created: versionId === 1, json: item.json };
+  }
+
+  /** The version to write: meta stamped, validated, serialised once. */
+  private stamp<T extends Resource>(input: T, versionId: number, method: ChangeEvent['method'], previous?: ResourceRow): PendingWrite & { resource: T } {
+    const resource = {
+      ...input,
+      meta: { ...input.meta, versionId: String(versionId), lastUpdated: new Date().toISOString() },
+    } as T;
+    assertValidResource(resource);
+    return { resource, versionId, method, json: JSON.stringify(resource), previous };
   }
 
   private async emitWrite(tx: Tx, item: PendingWrite): Promise<void> {
