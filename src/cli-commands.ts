@@ -41,6 +41,7 @@ const camelFlags = (a: CliArgs, omit: string[] = []) => {
 
 export const CLI_COMMANDS: CliCommand[] = [
   { words: 'status', summary: 'server status', method: 'GET', path: () => '/admin/status' },
+  { words: 'blobs copy', summary: 'copy every blob (--prefix P for some) from one store to the other: --from fs --to postgres, or back; skips blobs already there', method: 'POST', path: () => '/admin/blobs/copy', body: (a) => ({ from: a.flags.from, to: a.flags.to, prefix: a.flags.prefix }) },
   { words: 'reindex', summary: 'rewrite the search index of every stored resource (--type T for one type), e.g. after an upgrade that indexes more', method: 'POST', path: () => '/admin/reindex', body: (a) => ({ type: a.flags.type }) },
   { words: 'messages list', summary: 'message log (--status, --type, --control-id, --sender, --patient, --channel, --hold-kind association|identity-conflict, --since, --until, --limit)', method: 'GET', path: () => '/admin/messages' },
   { words: 'messages show', summary: 'one logged message with its raw bytes and ACK', method: 'GET', path: (a) => `/admin/messages/${need(a, 'message id')}` },

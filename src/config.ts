@@ -5,6 +5,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
+import type { BlobStoreKind } from './blob/index.js';
 import { exportSettings, type ExportSettings } from './export/settings.js';
 import { loadPluginConfigs, type PluginConfigs } from './plugins.js';
 import { ConfigError, envReader, type Environment } from './env.js';
@@ -20,6 +21,8 @@ export interface Config {
   /** Connections per process in the PostgreSQL pool. */
   databasePoolSize: number;
   dataDir: string;
+  /** Where blobs (DICOM instances, export files) live: files under DATA_DIR, or the database (shared by every node). */
+  blobStore: BlobStoreKind;
   baseUrl: string;
   /** True when BASE_URL names the public URL; otherwise an ephemeral PORT=0 rewrites baseUrl once it is bound. */
   baseUrlFixed: boolean;
@@ -73,6 +76,7 @@ export function loadCoreConfig(env: Environment, argv: string[] = []): Omit<Conf
     databaseUrl,
     databasePoolSize: read.int('DATABASE_POOL_SIZE', 20, 1),
     dataDir: path.resolve(env.DATA_DIR ?? './data'),
+    blobStore: read.oneOf('BLOB_STORE', ['fs', 'postgres'] as const, 'fs'),
     baseUrl,
     baseUrlFixed: !!env.BASE_URL,
     fhirBaseUrl: `${baseUrl}/fhir`,

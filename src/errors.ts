@@ -63,6 +63,8 @@ export const ERROR_CODES = {
   'token-reuse': { status: 400, issue: 'security' },
   /** Wrong command-line use (unknown command, missing or conflicting flags). */
   usage: { status: 400, issue: 'invalid' },
+  /** The database was migrated by a newer Conflux than this one (a rolling upgrade in the wrong order). */
+  'schema-too-new': { status: 503, issue: 'not-supported' },
   /** Internal control flow (a stopped job, a lost claim): never reaches a user. */
   cancelled: { status: 503, issue: 'transient' },
 } as const satisfies Record<string, { status: number; issue: IssueType }>;

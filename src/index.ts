@@ -7,7 +7,7 @@ export { ConfluxError, ERROR_CODES, isErrorCode, type ErrorCode, type IssueType 
 export type { Database, Queryable, Tx, QueryResult } from './db/database.js';
 export type { Config } from './config.js';
 export { ConfigError, envReader, type Environment, type ListenPort, type PluginConfig } from './env.js';
-export { openBlobStore, type BlobStore } from './blob/index.js';
+export type { BlobStore } from './blob/index.js';
 export type { Facade, FacadeContext, Logger, RunningFacade } from './facade.js';
 export type { Runtime } from './runtime.js';
 export { type AccessPolicy, type Interaction, systemAccess } from './fhir/access.js';

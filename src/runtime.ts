@@ -5,6 +5,8 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { CapabilityStatementRestSecurity } from '@medplum/fhirtypes';
 import type { Config } from './config.js';
 import type { Database } from './db/database.js';
+import { type BlobStore, type BlobStoreKind, copyBlobs, DatabaseBlobStore, openBlobStore } from './blob/index.js';
+import { ConfluxError } from './errors.js';
 import { migrate } from './db/migrate.js';
 import { openDatabase } from './db/open.js';
 import { type AccessPolicy, systemAccess } from './fhir/access.js';
@@ -52,6 +54,8 @@ export interface Runtime {
   authorizeAdmin: (req: Request) => Promise<boolean>;
   /** CapabilityStatement.rest.security, set by smart/. */
   capabilitySecurity?: CapabilityStatementRestSecurity;
+  /** DICOM instances and export files (BLOB_STORE: files under DATA_DIR, or the database every node shares). */
+  blobs: BlobStore;
   /** Run at shutdown, in reverse order of registration. */
   onClose: Array<() => Promise<void>>;
   close(): Promise<void>;
@@ -90,6 +94,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     repo,
     router,
     write: systemWriter(router),
+    blobs: openBlobStore({ kind: config.blobStore, dataDir: config.dataDir, db }),
     app,
     admin,
     publicRoutes,
@@ -112,6 +117,10 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
       if (!opts.db) await db.close();
     },
   };
+  if (rt.blobs instanceof DatabaseBlobStore) {
+    // Chunks of uploads a node did not live to publish; failing to sweep costs only space, so it is logged, not fatal.
+    rt.blobs.sweep().catch((err: Error) => console.error(`[blobs] sweeping unpublished chunks failed: ${err.message}`));
+  }
   // Bulk $export needs the runtime (authenticate, publicRoutes, onClose), so it joins once rt exists.
   installBulkExport(rt);
 
@@ -128,6 +137,19 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     try {
       const type = typeof req.body?.type === 'string' && req.body.type ? req.body.type : undefined;
       res.json(await reindex(db, { type }));
+    } catch (err) {
+      next(err);
+    }
+  });
+  admin.post('/blobs/copy', async (req, res, next) => {
+    try {
+      const kinds = ['fs', 'postgres'] as const;
+      const [from, to] = [req.body?.from, req.body?.to] as string[];
+      if (!kinds.includes(from as BlobStoreKind) || !kinds.includes(to as BlobStoreKind) || from === to) {
+        throw new ConfluxError('usage', `blobs copy needs --from and --to, two different stores of ${kinds.join(', ')} (got "${from ?? ''}" and "${to ?? ''}")`);
+      }
+      const open = (kind: BlobStoreKind) => openBlobStore({ kind, dataDir: config.dataDir, db });
+      res.json(await copyBlobs(open(from as BlobStoreKind), open(to as BlobStoreKind), typeof req.body?.prefix === 'string' ? req.body.prefix : ''));
     } catch (err) {
       next(err);
     }

@@ -3,7 +3,7 @@
  * /iid, the worklist mirror of imaging ServiceRequests and the ImagingStudy sync. See docs/dicom.md.
  */
 import type { AddressInfo, Server as NetServer } from 'node:net';
-import { badRequest, type Facade, type FacadeContext, notFound, openBlobStore, registerHeldFiling, type RunningFacade } from '../../src/index.js';
+import { badRequest, type Facade, type FacadeContext, notFound, registerHeldFiling, type RunningFacade } from '../../src/index.js';
 import type { DicomConfig } from './config.js';
 import { dicomwebRouter } from './dicomweb/routes.js';
 import { dimse, makeScpClass } from './dimse/scp.js';
@@ -28,7 +28,7 @@ export const facade: Facade<DicomConfig> = {
   async start(ctx: FacadeContext<DicomConfig>): Promise<RunningDicom> {
     const rt = ctx.runtime;
     const cfg = ctx.settings;
-    const blobs = openBlobStore({ dataDir: rt.config.dataDir });
+    const blobs = rt.blobs;
     const dicomwebBase = () => `${rt.config.baseUrl}/dicomweb`;
     const store = new InstanceStore(rt.db, blobs, { defaultIssuer: cfg.defaultIssuer }, ctx.log);
     const sync = new ImagingStudySync(rt.db, rt.write, cfg, dicomwebBase, ctx.log);

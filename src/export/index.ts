@@ -6,7 +6,7 @@
  */
 import { makeLogger } from '../facade.js';
 import type { HttpMethod } from '../fhir/router.js';
-import { openBlobStore, type BlobStore } from '../blob/index.js';
+import type { BlobStore } from '../blob/index.js';
 import type { Runtime } from '../runtime.js';
 import { JobStore } from './jobs.js';
 import { type ExportDeps, exportHttpRoutes, kickoffHandler } from './routes.js';
@@ -31,7 +31,7 @@ const OPERATION = 'http://hl7.org/fhir/uv/bulkdata/OperationDefinition';
 /** Registers the kick-off operations and the status/download routes; the worker starts with `startExportWorker`. */
 export function installBulkExport(rt: Runtime, opts: { blobs?: BlobStore } = {}): BulkExport {
   const settings = rt.config.export;
-  const blobs = opts.blobs ?? openBlobStore({ dataDir: rt.config.dataDir });
+  const blobs = opts.blobs ?? rt.blobs;
   const jobs = new JobStore(rt.db);
   const worker = new ExportWorker(rt.db, jobs, blobs, settings, makeLogger('export'));
   const deps: ExportDeps = {

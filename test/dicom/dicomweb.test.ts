@@ -59,7 +59,8 @@ describe.each(testDatabases())('DICOMweb on %s', (backend) => {
 
   beforeAll(async () => {
     ({ db, drop } = await backend.open());
-    server = await startTestServer(db, { DATA_DIR: path.join(work, 'data'), DICOM_VIEWER_URL: 'https://viewer.example/viewer?StudyInstanceUIDs={studyUID}&acc={accessionNumber}&pid={patientID}' });
+    // On PostgreSQL the instances go to the database blob store, as in a cluster (BLOB_STORE=postgres).
+    server = await startTestServer(db, { DATA_DIR: path.join(work, 'data'), BLOB_STORE: backend.name === 'postgres' ? 'postgres' : 'fs', DICOM_VIEWER_URL: 'https://viewer.example/viewer?StudyInstanceUIDs={studyUID}&acc={accessionNumber}&pid={patientID}' });
     base = `${server.url}/dicomweb`;
   });
   afterAll(async () => {

@@ -17,7 +17,9 @@ describe.each(testDatabases())('system export on $name', (tdb) => {
   beforeAll(async () => {
     ({ db, drop } = await tdb.open());
     dataDir = await mkdtemp(path.join(tmpdir(), 'conflux-export-'));
-    server = await startTestServer(db, { DATA_DIR: dataDir, EXPORT_FILE_MAX_RESOURCES: '50', EXPORT_POLL_MS: '50', EXPORT_RETRY_AFTER_SECONDS: '1' });
+    // On PostgreSQL the export files go to the database blob store, as in a cluster (BLOB_STORE=postgres).
+    const blobs = tdb.name === 'postgres' ? 'postgres' : 'fs';
+    server = await startTestServer(db, { DATA_DIR: dataDir, BLOB_STORE: blobs, EXPORT_FILE_MAX_RESOURCES: '50', EXPORT_POLL_MS: '50', EXPORT_RETRY_AFTER_SECONDS: '1' });
     await loadSynthea(server.fhir, 3);
     const r = await db.query<{ resource_type: string; n: number }>(
       `SELECT resource_type, count(*)::int AS n FROM resource WHERE NOT deleted GROUP BY resource_type`,
@@ -45,6 +47,10 @@ describe.each(testDatabases())('system export on $name', (tdb) => {
     for (const [, rs] of got) expect(new Set(rs.map((r) => r.id)).size).toBe(rs.length);
     expect(counts.get('Observation')).toBeGreaterThan(50);
     expect(m.output.filter((o) => o.type === 'Observation').length).toBe(Math.ceil(counts.get('Observation')! / 50));
+    // The files are where BLOB_STORE says: rows of the database store on PostgreSQL, nothing of it on PGlite.
+    const inDb = (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM blob WHERE key LIKE 'export/%'")).rows[0].n;
+    if (tdb.name === 'postgres') expect(inDb).toBe(m.output.length);
+    else expect(inDb).toBe(0);
   });
 
   it('answers 400 with an OperationOutcome without Prefer: respond-async or Accept: application/fhir+json', async () => {
