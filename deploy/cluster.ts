@@ -12,20 +12,17 @@
  *   npm run cluster -- down                      stop everything and remove the namespaces, bridge and folder
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type ClusterNode, haproxyConfig, sessionsPerServer } from '../tools/haproxy.js';
+import { postgresBinaries, startPostgres } from '../tools/postgres-instance.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DIR = '/tmp/conflux-cluster';
 const STATE = path.join(DIR, 'state.json');
 const BRIDGE = 'cfx0';
 const SUBNET = '10.77.0';
-const PG_BIN = (() => {
-  const versions = existsSync('/usr/lib/postgresql') ? execFileSync('ls', ['/usr/lib/postgresql'], { encoding: 'utf8' }).split('\n').filter(Boolean).sort() : [];
-  return versions.length ? `/usr/lib/postgresql/${versions.at(-1)}/bin` : '';
-})();
 
 interface State {
   nodes: Array<ClusterNode & { netns: string; pid?: number; open: boolean }>;
@@ -50,17 +47,9 @@ function flag(name: string, fallback: string): string {
   return i > 0 && process.argv[i + 1] && !process.argv[i + 1].startsWith('--') ? process.argv[i + 1] : fallback;
 }
 
-function startPostgres(): string {
-  const data = path.join(DIR, 'pg');
-  mkdirSync(data, { recursive: true });
-  const uid = Number(sh('id', ['-u', 'postgres']).trim());
-  const gid = Number(sh('id', ['-g', 'postgres']).trim());
-  chownSync(DIR, uid, gid);
-  chownSync(data, uid, gid);
-  sh('runuser', ['-u', 'postgres', '--', `${PG_BIN}/initdb`, '-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync']);
-  writeFileSync(path.join(data, 'pg_hba.conf'), `local all all trust\nhost all all ${SUBNET}.0/24 trust\nhost all all 127.0.0.1/32 trust\n`);
-  sh('runuser', ['-u', 'postgres', '--', `${PG_BIN}/pg_ctl`, '-D', data, '-l', path.join(data, 'log'), '-w', '-o', `-c listen_addresses=${SUBNET}.1,127.0.0.1 -c port=5499 -c unix_socket_directories=${data} -c max_connections=300`, 'start']);
-  return `postgres://postgres@${SUBNET}.1:5499/postgres`;
+function startClusterPostgres(): string {
+  const pg = startPostgres({ dir: path.join(DIR, 'pg'), port: 5499, listen: `${SUBNET}.1,127.0.0.1`, trustNet: `${SUBNET}.0/24` });
+  return pg.url('postgres');
 }
 
 function addNetns(n: number): string {
@@ -108,7 +97,6 @@ async function waitHealthy(url: string, what: string): Promise<void> {
 
 async function up(): Promise<void> {
   if (existsSync(STATE)) throw new Error(`a cluster is already up (${STATE}); run "npm run cluster -- down" first`);
-  if (!PG_BIN) throw new Error('PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)');
   const count = Number(flag('nodes', '3'));
   const open = process.argv.includes('--open');
   mkdirSync(DIR, { recursive: true });
@@ -119,7 +107,7 @@ async function up(): Promise<void> {
   const state: State = {
     nodes: [],
     front: { host: '127.0.0.1', http: Number(flag('http-port', '8080')), mllp: Number(flag('mllp-port', '2575')), dicom: Number(flag('dicom-port', '11112')) },
-    databaseUrl: startPostgres(),
+    databaseUrl: startClusterPostgres(),
     workers: Number(flag('workers', '1')),
   };
   writeFileSync(STATE, JSON.stringify(state, null, 2));
@@ -166,7 +154,8 @@ function down(): void {
   const state = existsSync(STATE) ? (JSON.parse(readFileSync(STATE, 'utf8')) as State) : undefined;
   kill(state?.haproxyPid, 'SIGTERM');
   for (const node of state?.nodes ?? []) kill(node.pid, 'SIGTERM');
-  if (PG_BIN && existsSync(path.join(DIR, 'pg', 'postmaster.pid'))) sh('runuser', ['-u', 'postgres', '--', `${PG_BIN}/pg_ctl`, '-D', path.join(DIR, 'pg'), '-m', 'fast', '-w', 'stop'], { quiet: true });
+  const bin = postgresBinaries();
+  if (bin && existsSync(path.join(DIR, 'pg', 'postmaster.pid'))) sh('runuser', ['-u', 'postgres', '--', `${bin}/pg_ctl`, '-D', path.join(DIR, 'pg'), '-m', 'fast', '-w', 'stop'], { quiet: true });
   for (const ns of sh('ip', ['netns', 'list'], { quiet: true }).split('\n')) {
     const name = ns.split(' ')[0];
     if (name?.startsWith('cfx-n')) sh('ip', ['netns', 'delete', name], { quiet: true });

@@ -18,6 +18,10 @@ export interface Config {
   /** Interface every listener binds to. Loopback by default when AUTH=off, so an open server stays local. */
   host: string;
   databaseUrl?: string;
+  /** A streaming replica of DATABASE_URL for searches and history (DATABASE_READ_URL), and how long a caller that
+   * has just written waits for it to catch up before reading from the primary instead. */
+  databaseReadUrl?: string;
+  databaseReadMaxWaitMs: number;
   /** Connections per process in the PostgreSQL pool. */
   databasePoolSize: number;
   dataDir: string;
@@ -70,10 +74,14 @@ export function loadCoreConfig(env: Environment, argv: string[] = []): Omit<Conf
   if (workers > 1 && !databaseUrl) {
     throw new ConfigError('WORKERS', `WORKERS=${workers} needs PostgreSQL (DATABASE_URL): the embedded database (PGlite) belongs to one process; unset WORKERS or set DATABASE_URL`);
   }
+  const databaseReadUrl = env.DATABASE_READ_URL || undefined;
+  if (databaseReadUrl && !databaseUrl) throw new ConfigError('DATABASE_READ_URL', 'DATABASE_READ_URL is a replica of DATABASE_URL: set DATABASE_URL too');
   return {
     port,
     host: env.HOST || (authEnabled ? '0.0.0.0' : '127.0.0.1'),
     databaseUrl,
+    databaseReadUrl,
+    databaseReadMaxWaitMs: read.int('DATABASE_READ_MAX_WAIT_MS', 1000),
     databasePoolSize: read.int('DATABASE_POOL_SIZE', 20, 1),
     dataDir: path.resolve(env.DATA_DIR ?? './data'),
     blobStore: read.oneOf('BLOB_STORE', ['fs', 'postgres'] as const, 'fs'),

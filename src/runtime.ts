@@ -9,6 +9,7 @@ import { type BlobStore, type BlobStoreKind, copyBlobs, DatabaseBlobStore, openB
 import { ConfluxError } from './errors.js';
 import { migrate } from './db/migrate.js';
 import { openDatabase } from './db/open.js';
+import { ReadRouting } from './db/read-replica.js';
 import { type AccessPolicy, systemAccess } from './fhir/access.js';
 import { installBundleProcessor } from './fhir/bundle.js';
 import { installValidateOperation } from './fhir/validate-operation.js';
@@ -71,8 +72,12 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
   const db = opts.db ?? (await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize }));
   await migrate(db);
   const repo = new Repository(db);
+  const reads = config.databaseReadUrl
+    ? new ReadRouting(db, await openDatabase({ databaseUrl: config.databaseReadUrl, dataDir: null, poolSize: config.databasePoolSize }), config.databaseReadMaxWaitMs)
+    : undefined;
   const router = new FhirRouter({
     repo,
+    reads,
     baseUrl: config.fhirBaseUrl,
     defaultPageSize: config.defaultPageSize,
     maxPageSize: config.maxPageSize,
@@ -114,6 +119,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     onClose: [],
     async close() {
       for (const fn of [...rt.onClose].reverse()) await fn().catch((err) => console.error(`[close] ${(err as Error).message}`));
+      await reads?.replica.close();
       if (!opts.db) await db.close();
     },
   };

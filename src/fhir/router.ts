@@ -1,5 +1,6 @@
 import type { Bundle, OperationOutcome, Resource } from '@medplum/fhirtypes';
-import type { Tx } from '../db/database.js';
+import type { Queryable, Tx } from '../db/database.js';
+import type { ReadRouting } from '../db/read-replica.js';
 import type { AccessPolicy, Interaction } from './access.js';
 import { readHistory } from './history.js';
 import { allOk, badRequest, FhirError, forbidden, notFound } from './outcome.js';
@@ -44,6 +45,8 @@ export interface FhirResponse {
 
 export interface RouterContext {
   repo: Repository;
+  /** Searches and history on a read replica, with read-your-writes (src/db/read-replica.ts); absent: the primary. */
+  reads?: ReadRouting;
   baseUrl: string;
   defaultPageSize: number;
   maxPageSize: number;
@@ -112,7 +115,13 @@ export class FhirRouter {
         methodMismatch = true;
         continue;
       }
-      return route.handler(req, params, this.ctx);
+      if (req.method === 'GET' || req.tx || !this.ctx.reads) return route.handler(req, params, this.ctx);
+      // Anything but a read may have written: the caller's next searches wait for the replica to have it.
+      try {
+        return await route.handler(req, params, this.ctx);
+      } finally {
+        this.ctx.reads.noteWrite(req.access.actor);
+      }
     }
     if (methodMismatch) throw FhirError.of(405, 'not-supported', `${req.method} is not supported on /${req.path}`);
     throw notFound(`No FHIR interaction matches ${req.method} /${req.path}`);
@@ -297,7 +306,7 @@ const historyHandler: Handler = async (req, { type, id }, ctx) => {
     throw forbidden(`System-level history is not available to a token with query-restricted scopes (${Object.keys(access.typeCriteria).join(', ')})`);
   }
   const allowed = access?.allowedTypes;
-  const bundle = await readHistory(req.tx ?? ctx.repo.db, {
+  const bundle = await readHistory(await readerFor(req, ctx), {
     resourceType: type,
     id,
     params: req.query,
@@ -321,10 +330,16 @@ const searchSystem: Handler = async (req, _p, ctx) => {
   return { status: 200, resource: await runSearch(req, ctx, undefined) };
 };
 
+/** Inside a transaction its own connection; otherwise the replica when there is one and it has the caller's writes. */
+async function readerFor(req: FhirRequest, ctx: RouterContext): Promise<Queryable> {
+  if (req.tx) return req.tx;
+  return ctx.reads ? ctx.reads.forRead(req.access.actor) : ctx.repo.db;
+}
+
 async function runSearch(req: FhirRequest, ctx: RouterContext, type: string | undefined): Promise<Bundle> {
   const handling = /handling=strict/.test(req.headers.prefer ?? '') ? 'strict' : 'lenient';
   // POST _search carries its parameters form-encoded in the body; the HTTP adapter merged them into query.
-  return searchResources(req.tx ?? ctx.repo.db, {
+  return searchResources(await readerFor(req, ctx), {
     resourceType: type,
     params: req.query,
     baseUrl: ctx.baseUrl,
