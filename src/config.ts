@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import type { BlobStoreKind } from './blob/index.js';
+import type { BlobStoreKind, S3Settings } from './blob/index.js';
 import { exportSettings, type ExportSettings } from './export/settings.js';
 import { loadPluginConfigs, type PluginConfigs } from './plugins.js';
 import { ConfigError, envReader, type Environment } from './env.js';
@@ -27,6 +27,8 @@ export interface Config {
   dataDir: string;
   /** Where blobs (DICOM instances, export files) live: files under DATA_DIR, or the database (shared by every node). */
   blobStore: BlobStoreKind;
+  /** The bucket for BLOB_STORE=s3 (and for `blobs copy` to or from it), when S3_BUCKET is set. */
+  s3?: S3Settings;
   baseUrl: string;
   /** True when BASE_URL names the public URL; otherwise an ephemeral PORT=0 rewrites baseUrl once it is bound. */
   baseUrlFixed: boolean;
@@ -84,7 +86,8 @@ export function loadCoreConfig(env: Environment, argv: string[] = []): Omit<Conf
     databaseReadMaxWaitMs: read.int('DATABASE_READ_MAX_WAIT_MS', 1000),
     databasePoolSize: read.int('DATABASE_POOL_SIZE', 20, 1),
     dataDir: path.resolve(env.DATA_DIR ?? './data'),
-    blobStore: read.oneOf('BLOB_STORE', ['fs', 'postgres'] as const, 'fs'),
+    blobStore: read.oneOf('BLOB_STORE', ['fs', 'postgres', 's3'] as const, 'fs'),
+    s3: s3Settings(env),
     baseUrl,
     baseUrlFixed: !!env.BASE_URL,
     fhirBaseUrl: `${baseUrl}/fhir`,
@@ -95,6 +98,27 @@ export function loadCoreConfig(env: Environment, argv: string[] = []): Omit<Conf
     workers,
     export: exportSettings(env),
     messageLogRetentionDays: retentionDays(env),
+  };
+}
+
+function s3Settings(env: Environment): S3Settings | undefined {
+  const read = envReader(env);
+  const bucket = read.raw('S3_BUCKET');
+  if (!bucket) {
+    if (env.BLOB_STORE === 's3') throw new ConfigError('S3_BUCKET', 'BLOB_STORE=s3 needs S3_BUCKET (and S3_ENDPOINT for a store that is not AWS)');
+    return undefined;
+  }
+  const accessKeyId = read.raw('S3_ACCESS_KEY_ID');
+  const secretAccessKey = read.raw('S3_SECRET_ACCESS_KEY');
+  if (!accessKeyId !== !secretAccessKey) throw new ConfigError(accessKeyId ? 'S3_SECRET_ACCESS_KEY' : 'S3_ACCESS_KEY_ID', 'S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together (or neither: the AWS credential chain)');
+  const endpoint = read.raw('S3_ENDPOINT');
+  return {
+    bucket,
+    prefix: read.raw('S3_PREFIX') ?? '',
+    region: read.raw('S3_REGION') ?? 'us-east-1',
+    endpoint,
+    forcePathStyle: read.bool('S3_FORCE_PATH_STYLE', !!endpoint),
+    credentials: accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey } : undefined,
   };
 }
 

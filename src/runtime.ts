@@ -99,7 +99,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     repo,
     router,
     write: systemWriter(router),
-    blobs: openBlobStore({ kind: config.blobStore, dataDir: config.dataDir, db }),
+    blobs: openBlobStore({ kind: config.blobStore, dataDir: config.dataDir, db, s3: config.s3 }),
     app,
     admin,
     publicRoutes,
@@ -149,12 +149,12 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
   });
   admin.post('/blobs/copy', async (req, res, next) => {
     try {
-      const kinds = ['fs', 'postgres'] as const;
+      const kinds = ['fs', 'postgres', 's3'] as const;
       const [from, to] = [req.body?.from, req.body?.to] as string[];
       if (!kinds.includes(from as BlobStoreKind) || !kinds.includes(to as BlobStoreKind) || from === to) {
         throw new ConfluxError('usage', `blobs copy needs --from and --to, two different stores of ${kinds.join(', ')} (got "${from ?? ''}" and "${to ?? ''}")`);
       }
-      const open = (kind: BlobStoreKind) => openBlobStore({ kind, dataDir: config.dataDir, db });
+      const open = (kind: BlobStoreKind) => openBlobStore({ kind, dataDir: config.dataDir, db, s3: config.s3 });
       res.json(await copyBlobs(open(from as BlobStoreKind), open(to as BlobStoreKind), typeof req.body?.prefix === 'string' ? req.body.prefix : ''));
     } catch (err) {
       next(err);

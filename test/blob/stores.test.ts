@@ -9,7 +9,8 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type BlobStore, BlobNotFoundError, CHUNK, DatabaseBlobStore, FsBlobStore } from '../../src/blob/index.js';
+import { type BlobStore, BlobNotFoundError, CHUNK, DatabaseBlobStore, FsBlobStore, S3BlobStore } from '../../src/blob/index.js';
+import { startS3Server } from '../../tools/s3-server.js';
 import type { Database } from '../../src/db/database.js';
 import { openDatabase } from '../../src/db/open.js';
 import { conflux } from '../helpers/cli.js';
@@ -26,6 +27,20 @@ const stores: StoreUnderTest[] = [
     async open() {
       const dir = await mkdtemp(path.join(tmpdir(), 'conflux-blob-'));
       return { store: new FsBlobStore(dir), dir, close: () => rm(dir, { recursive: true, force: true }) };
+    },
+  },
+  {
+    name: 's3 (s3rver)',
+    async open() {
+      const s3 = await startS3Server();
+      const store = new S3BlobStore({ bucket: s3.bucket, prefix: 'site-a/', region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, credentials: s3 });
+      return {
+        store,
+        async close() {
+          store.close();
+          await s3.stop();
+        },
+      };
     },
   },
   ...testDatabases().map((backend) => ({

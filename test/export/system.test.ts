@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningS3, startS3Server } from '../../tools/s3-server.js';
 import type { Database } from '../../src/db/database.js';
 import { testDatabases } from '../helpers/db.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -12,14 +13,18 @@ describe.each(testDatabases())('system export on $name', (tdb) => {
   let drop: () => Promise<void>;
   let server: TestServer;
   let dataDir: string;
+  let s3: RunningS3 | undefined;
   const counts = new Map<string, number>();
 
   beforeAll(async () => {
     ({ db, drop } = await tdb.open());
     dataDir = await mkdtemp(path.join(tmpdir(), 'conflux-export-'));
-    // On PostgreSQL the export files go to the database blob store, as in a cluster (BLOB_STORE=postgres).
-    const blobs = tdb.name === 'postgres' ? 'postgres' : 'fs';
-    server = await startTestServer(db, { DATA_DIR: dataDir, BLOB_STORE: blobs, EXPORT_FILE_MAX_RESOURCES: '50', EXPORT_POLL_MS: '50', EXPORT_RETRY_AFTER_SECONDS: '1' });
+    // Export files in a shared store, as in a cluster: the database on PostgreSQL, an S3 API server on PGlite.
+    s3 = tdb.name === 'postgres' ? undefined : await startS3Server();
+    const blobs: Record<string, string> = s3
+      ? { BLOB_STORE: 's3', S3_BUCKET: s3.bucket, S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY_ID: s3.accessKeyId, S3_SECRET_ACCESS_KEY: s3.secretAccessKey }
+      : { BLOB_STORE: 'postgres' };
+    server = await startTestServer(db, { DATA_DIR: dataDir, ...blobs, EXPORT_FILE_MAX_RESOURCES: '50', EXPORT_POLL_MS: '50', EXPORT_RETRY_AFTER_SECONDS: '1' });
     await loadSynthea(server.fhir, 3);
     const r = await db.query<{ resource_type: string; n: number }>(
       `SELECT resource_type, count(*)::int AS n FROM resource WHERE NOT deleted GROUP BY resource_type`,
@@ -28,6 +33,7 @@ describe.each(testDatabases())('system export on $name', (tdb) => {
   }, 60_000);
   afterAll(async () => {
     await server?.stop();
+    await s3?.stop();
     await drop?.();
     await rm(dataDir, { recursive: true, force: true });
   });
@@ -47,10 +53,10 @@ describe.each(testDatabases())('system export on $name', (tdb) => {
     for (const [, rs] of got) expect(new Set(rs.map((r) => r.id)).size).toBe(rs.length);
     expect(counts.get('Observation')).toBeGreaterThan(50);
     expect(m.output.filter((o) => o.type === 'Observation').length).toBe(Math.ceil(counts.get('Observation')! / 50));
-    // The files are where BLOB_STORE says: rows of the database store on PostgreSQL, nothing of it on PGlite.
+    // The files are where BLOB_STORE says: rows of the database store, or objects in the bucket.
     const inDb = (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM blob WHERE key LIKE 'export/%'")).rows[0].n;
-    if (tdb.name === 'postgres') expect(inDb).toBe(m.output.length);
-    else expect(inDb).toBe(0);
+    expect(inDb).toBe(s3 ? 0 : m.output.length);
+    if (s3) expect((await server.runtime.blobs.list('export/')).length).toBe(m.output.length);
   });
 
   it('answers 400 with an OperationOutcome without Prefer: respond-async or Accept: application/fhir+json', async () => {
