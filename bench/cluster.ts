@@ -2,14 +2,20 @@
  * Node failure under load: `npm run bench -- cluster [--seconds 20] [--nodes 3]` (root; haproxy, postgresql,
  * iproute2). Starts `npm run cluster -- up` (each node its own network namespace, HAProxy in front, one PostgreSQL,
  * blobs in the database), runs mixed load through HAProxy — FHIR conditional creates and reads, HL7 ORU^R01 from
- * senders that resend what was not ACKed, a bulk export — kills one node with SIGKILL a third of the way in, and
+ * senders that resend what was not ACKed (each result also delivered outbound to an MLLP peer), DICOM C-STOREs with
+ * DCMTK's storescu (a failed association is sent again), a bulk export — kills one node with SIGKILL a third of the way in, and
  * prints: requests per kind, failures seen by clients and for how long, the time until every kind succeeded again,
  * and, counted in the database afterwards against what was answered: lost and duplicated.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 import { frame, MllpDecoder } from '../facades/hl7v2/mllp.js';
+import { makeInstances } from '../tools/dicom-instances.js';
+import { startPeer } from '../tools/mllp-peer.js';
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -25,7 +31,7 @@ interface Kind {
   lastFailure?: number;
   firstFailure?: number;
 }
-const kinds: Record<string, Kind> = { create: { ok: 0, failed: 0 }, read: { ok: 0, failed: 0 }, hl7: { ok: 0, failed: 0 } };
+const kinds: Record<string, Kind> = { create: { ok: 0, failed: 0 }, read: { ok: 0, failed: 0 }, hl7: { ok: 0, failed: 0 }, 'c-store': { ok: 0, failed: 0 } };
 const failed = (k: string) => {
   const now = performance.now();
   kinds[k].failed++;
@@ -109,14 +115,51 @@ async function sender(c: number): Promise<void> {
   }
 }
 
+const storedInstances = new Set<string>();
+/** storescu of one batch of files per association, until the batch is stored; resending a stored instance is harmless. */
+async function storer(files: string[][]): Promise<void> {
+  for (const batch of files) {
+    if (stop) return;
+    for (;;) {
+      const ok = await new Promise<boolean>((resolve) =>
+        execFile('storescu', ['-aet', 'BENCH', '-aec', 'CONFLUX', '127.0.0.1', '11112', ...batch], { env: { ...process.env, TCP_NODELAY: '1' } }, (err) => resolve(!err)),
+      );
+      if (ok) break;
+      failed('c-store');
+      if (stop) return;
+    }
+    kinds['c-store'].ok += batch.length;
+    for (const f of batch) storedInstances.add(path.basename(f, '.dcm'));
+  }
+}
+
+const instances = makeInstances(mkdtempSync(path.join(os.tmpdir(), 'conflux-bench-cluster-')), 4000, '7', 50);
+const batches: string[][] = [];
+for (let i = 0; i < instances.length; i += 10) batches.push(instances.slice(i, i + 10));
+
 console.log(`starting a ${NODES}-node cluster…`);
-cluster('up', '--nodes', String(NODES), '--open');
+cluster('up', '--nodes', String(NODES), '--open', '--env', 'DICOM_ACCEPT_ANY_AE=true', '--env', 'HL7_OUTBOUND_POLL_MS=50');
+// The receiving system of outbound HL7 v2, reachable from every node on the bridge.
+const peer = await startPeer(undefined, 0, '10.77.0.1');
 try {
+  const dest = await fetch(`${base}/admin/outbound/destinations`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'peer', host: '10.77.0.1', port: peer.port, profile: 'generic', types: 'ORU' }),
+  });
+  if (!dest.ok) throw new Error(`adding the outbound destination: ${dest.status} ${await dest.text()}`);
   const exportStatus = (
     await fetch(`${base}/fhir/$export?_type=Patient`, { headers: { accept: 'application/fhir+json', prefer: 'respond-async' } })
   ).headers.get('content-location');
   const t0 = performance.now();
-  const load = [...Array.from({ length: 6 }, (_, c) => creator(c)), reader(), reader(), ...Array.from({ length: 4 }, (_, c) => sender(c))];
+  const load = [
+    ...Array.from({ length: 6 }, (_, c) => creator(c)),
+    reader(),
+    reader(),
+    ...Array.from({ length: 4 }, (_, c) => sender(c)),
+    storer(batches.filter((_, i) => i % 2 === 0)),
+    storer(batches.filter((_, i) => i % 2 === 1)),
+  ];
   await new Promise((r) => setTimeout(r, (SECONDS * 1000) / 3));
   const killedAt = performance.now();
   console.log(cluster('kill', '1').trim());
@@ -142,6 +185,29 @@ try {
     }
   }
 
+  // Every ACKed ORU's result leaves once for the peer, from whichever node claims it (the outbox survives the kill).
+  const outboundStart = performance.now();
+  const fillers = () => new Map<string, number>(peer.received.map((r) => [r.msg.getSegment('OBR')?.getField(3)?.getComponent(1) ?? '', 0]));
+  while (performance.now() - outboundStart < 120_000) {
+    const got = fillers();
+    if ([...ackedMessages].every((c) => got.has(`F${c}`))) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  // Per result: the MSH-10s it arrived under. The same MSH-10 twice is a resend the receiver recognises (a node died
+  // between the peer's ACK and recording it); two different MSH-10s would be a duplicate.
+  const delivered = new Map<string, Set<string>>();
+  let resends = 0;
+  for (const r of peer.received) {
+    const f = r.msg.getSegment('OBR')?.getField(3)?.getComponent(1) ?? '';
+    const ids = delivered.get(f) ?? new Set<string>();
+    if (ids.has(r.controlId)) resends++;
+    delivered.set(f, ids.add(r.controlId));
+  }
+  const missingOutbound = [...ackedMessages].filter((c) => !delivered.has(`F${c}`));
+  const outboundLost = missingOutbound.length;
+  if (outboundLost) console.log(`results not delivered: ${missingOutbound.slice(0, 5).join(', ')}${outboundLost > 5 ? ', …' : ''}`);
+  const outboundDup = [...delivered.values()].filter((ids) => ids.size > 1).length;
+
   const db = new pg.Client({ connectionString: 'postgres://postgres@10.77.0.1:5499/postgres' });
   await db.connect();
   const patients = await db.query<{ v: string; n: number }>(
@@ -160,6 +226,11 @@ try {
   const lostMessages = [...ackedMessages].filter((c) => !logByCtl.has(c)).length;
   const dupMessages = logged.rows.filter((r) => r.n > 1).length;
   const observations = obs.rows.reduce((a, r) => a + r.n, 0);
+  const sops = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM dicom_instance');
+  const outbox = await db.query<{ state: string; n: number; stuck: string | null }>(
+    `SELECT state, count(*)::int AS n, max(lease_until)::text AS stuck FROM hl7_outbox GROUP BY state ORDER BY state`,
+  );
+  const pendingTriggers = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM message_log WHERE status NOT IN ('processed', 'error')");
   await db.end();
 
   console.log(`\n${secs.toFixed(0)} s of load through HAProxy, node1 killed with SIGKILL at ${((killedAt - t0) / 1000).toFixed(1)} s`);
@@ -171,8 +242,15 @@ try {
   console.log(`every request kind succeeded again ${recovered.toFixed(2)} s after the kill`);
   console.log(`Patients: ${answeredPatients.size} answered, ${lostPatients} lost, ${dupPatients} duplicated`);
   console.log(`ORU^R01: ${ackedMessages.size} ACKed, ${lostMessages} lost, ${dupMessages} logged twice; ${observations} Observations stored`);
+  console.log(`C-STORE: ${storedInstances.size} instances stored (storescu exit 0), ${Math.max(0, storedInstances.size - sops.rows[0].n)} lost; ${sops.rows[0].n} instance rows (one per SOP Instance UID)`);
+  console.log(
+    `outbound ORU to the peer: ${delivered.size} results delivered for ${ackedMessages.size} ACKed, ${outboundLost} missing, ${outboundDup} duplicated ` +
+      `(${resends} resent under the same MSH-10); drained ${((performance.now() - outboundStart) / 1000).toFixed(1)} s after the load stopped`,
+  );
+  console.log(`outbox rows by state: ${outbox.rows.map((r) => `${r.state} ${r.n}${r.stuck ? ` (lease until ${r.stuck})` : ''}`).join(', ')}; messages not finished in the log: ${pendingTriggers.rows[0].n}`);
   console.log(`export started before the kill: ${exportState}`);
   console.log(cluster('status').trim());
 } finally {
-  cluster('down');
+  await peer.close();
+  if (!process.argv.includes('--keep')) cluster('down');
 }

@@ -12,42 +12,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { buildPart10Header } from '../facades/dicom/part10.js';
 import { percentiles, request, startBenchServer } from './lib.js';
-import { fixturePath } from '../tools/shared-data.js';
+import { makeInstances } from '../tools/dicom-instances.js';
 
 const N = Number(process.argv[2] ?? 2000);
 const BIG_MB = Number(process.argv[3] ?? 256);
-const SRC = fixturePath('dicom/pydicom/CT_small.dcm');
 const work = mkdtempSync(path.join(os.tmpdir(), 'conflux-bench-dicom-'));
 const env = { ...process.env, TCP_NODELAY: '1' };
-
-/** Copies of CT_small.dcm with fresh study/series/SOP UIDs of the same length (bytes patched in place). */
-function makeInstances(dir: string, n: number, tag: string, perStudy = 100): string[] {
-  mkdirSync(dir, { recursive: true });
-  const src = readFileSync(SRC);
-  const sop = '1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322';
-  const study = '1.3.6.1.4.1.5962.1.2.1.20040119072730.12322';
-  const series = '1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322';
-  const files: string[] = [];
-  const patch = (buf: Buffer, from: string, to: string) => {
-    let i = buf.indexOf(from);
-    while (i >= 0) {
-      buf.write(to, i, 'ascii');
-      i = buf.indexOf(from, i + from.length);
-    }
-  };
-  const uid = (base: string, suffix: string) => base.slice(0, base.length - suffix.length) + suffix;
-  for (let i = 0; i < n; i++) {
-    const b = Buffer.from(src);
-    const s = Math.floor(i / perStudy);
-    patch(b, sop, uid(sop, `${tag}${String(i).padStart(6, '0')}`));
-    patch(b, study, uid(study, `${tag}${String(s).padStart(5, '0')}`));
-    patch(b, series, uid(series, `${tag}${String(s).padStart(5, '0')}`));
-    const f = path.join(dir, `${i}.dcm`);
-    writeFileSync(f, b);
-    files.push(f);
-  }
-  return files;
-}
 
 /** One Secondary Capture instance with `mb` MB of (uncompressed) OB pixel data, written without holding it in memory. */
 function makeBigInstance(file: string, mb: number): void {
@@ -194,7 +164,7 @@ async function startOrthanc(): Promise<{ dicomPort: number; httpPort: number; st
 }
 
 async function main(): Promise<void> {
-  const size = readFileSync(SRC).length;
+  const size = readFileSync(makeInstances(path.join(work, 'size'), 1, 'S')[0]).length;
   console.log(`DICOM bench: ${N} instances of ${(size / 1024).toFixed(0)} KB (CT_small.dcm, 100 per study) per run; DCMTK storescu with TCP_NODELAY=1`);
   const set = (tag: string) => makeInstances(path.join(work, tag), N, tag);
   const dicomPort = 40000 + Math.floor(Math.random() * 5000);

@@ -6,7 +6,7 @@
  * listens on this machine's loopback (HTTP 8080, MLLP 2575, DIMSE 11112 by default) with the configuration of
  * tools/haproxy.ts. Blobs are in the database (BLOB_STORE=postgres): the nodes share nothing but PostgreSQL.
  *
- *   npm run cluster -- up [--nodes N] [--workers W] [--open]   start (needs root, iproute2, haproxy, postgresql)
+ *   npm run cluster -- up [--nodes N] [--workers W] [--open] [--env K=V]…   start (root; iproute2, haproxy, postgresql)
  *   npm run cluster -- status                    each node's health, directly and through HAProxy
  *   npm run cluster -- kill <n>                  SIGKILL node n (a failure drill); `start <n>` brings it back
  *   npm run cluster -- down                      stop everything and remove the namespaces, bridge and folder
@@ -31,6 +31,8 @@ interface State {
   databaseUrl: string;
   /** Server processes per node (default 1: several nodes on one 2-core machine). */
   workers: number;
+  /** More settings for every node (`--env KEY=VALUE`, repeatable). */
+  env: Record<string, string>;
 }
 
 const sh = (cmd: string, args: string[], opts: { quiet?: boolean } = {}) => {
@@ -79,6 +81,7 @@ function startNode(state: State, node: State['nodes'][number]): number {
     BASE_URL: `http://${state.front.host}:${state.front.http}`,
     DATA_DIR: path.join(DIR, node.name),
     WORKERS: String(state.workers),
+    ...state.env,
     ...(node.open ? { AUTH: 'off' } : {}),
   };
   const child = spawn('ip', ['netns', 'exec', node.netns, process.execPath, '--max-semi-space-size=8', path.join(ROOT, 'dist/src/cli.js'), 'serve'], { env, detached: true, stdio: ['ignore', log, log] });
@@ -109,6 +112,9 @@ async function up(): Promise<void> {
     front: { host: '127.0.0.1', http: Number(flag('http-port', '8080')), mllp: Number(flag('mllp-port', '2575')), dicom: Number(flag('dicom-port', '11112')) },
     databaseUrl: startClusterPostgres(),
     workers: Number(flag('workers', '1')),
+    env: Object.fromEntries(
+      process.argv.flatMap((a, i) => (a === '--env' && process.argv[i + 1]?.includes('=') ? [process.argv[i + 1].split(/=(.*)/s, 2) as [string, string]] : [])),
+    ),
   };
   writeFileSync(STATE, JSON.stringify(state, null, 2));
   for (let n = 1; n <= count; n++) {
@@ -176,7 +182,7 @@ async function status(): Promise<void> {
   for (const s of sessionsPerServer(path.join(DIR, 'haproxy.sock'))) console.log(`  ${s.backend} ${s.server}: ${s.status}, ${s.sessions} sessions`);
 }
 
-const [command, arg] = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !(i > 0 && all[i - 1].startsWith('--') && !['--open'].includes(all[i - 1])));
+const [command, arg] = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !(i > 0 && all[i - 1].startsWith('--') && all[i - 1] !== '--open'));
 try {
   if (command === 'up') await up();
   else if (command === 'down') down();

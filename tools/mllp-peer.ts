@@ -32,7 +32,7 @@ export interface Peer {
   waitFor(n: number, timeoutMs?: number): Promise<void>;
 }
 
-export async function startPeer(answer: Peer['answer'] = () => 'AA', port = 0): Promise<Peer> {
+export async function startPeer(answer: Peer['answer'] = () => 'AA', port = 0, host = '127.0.0.1'): Promise<Peer> {
   const sockets = new Set<net.Socket>();
   let server: net.Server | undefined;
   const waiters: Array<{ n: number; resolve: () => void }> = [];
@@ -83,7 +83,7 @@ export async function startPeer(answer: Peer['answer'] = () => 'AA', port = 0): 
       });
       await new Promise<void>((resolve, reject) => {
         server!.once('error', reject);
-        server!.listen(peer.port, '127.0.0.1', () => resolve());
+        server!.listen(peer.port, host, () => resolve());
       });
       peer.port = (server.address() as net.AddressInfo).port;
     },

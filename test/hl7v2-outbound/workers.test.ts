@@ -79,6 +79,24 @@ describe.each(testDatabases())('outbound with several processes on $name', (tdb)
     expect(workers[0]!.stats.delivered + workers[1]!.stats.delivered).toBe(30);
   });
 
+  it('a destination added through one server is answered once the other files with it too: its next result is sent', async () => {
+    const peer = await startPeer();
+    cleanup.push(() => peer.close());
+    // Refreshes 1.5 s apart: b's list is stale right after the add unless the add waited for b to reload it.
+    const slow = { HL7_OUTBOUND_REFRESH_MS: '1500' };
+    const a = await startOutboundServer(dbA, slow);
+    cleanup.push(() => a.stop());
+    const b = await startOutboundServer(dbB, slow);
+    cleanup.push(() => b.stop());
+    await b.transaction(labReport('LATE-0', { category: 'late' })); // b has read the destinations: none yet
+    await destination(a, 'late', peer);
+    await b.transaction(labReport('LATE-1', { category: 'late' }));
+    await until(async () => (await outboxStates(dbA, 'late')).delivered === 1 || undefined, 'the result filed through b delivered');
+    expect(peer.received.map((r) => r.msg.getSegment('PID')!.getField(3).getComponent(1))).toEqual(['LATE-1']);
+    await a.stop();
+    await b.stop();
+  });
+
   it('a server stopped mid-queue: the next one delivers the rest, nothing lost, nothing twice', async () => {
     const peer = await startPeer(() => ({ delayMs: 25, code: 'AA' }));
     cleanup.push(() => peer.close());

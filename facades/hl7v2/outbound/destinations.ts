@@ -262,3 +262,42 @@ export function readDestinationsFile(file: string): Destination[] {
     }
   });
 }
+
+/** A fingerprint of the destination table (names and when each last changed): equal fingerprints, same destinations. */
+export async function destinationsVersion(q: Queryable): Promise<string> {
+  const r = await q.query<{ v: string | null }>("SELECT string_agg(name || '@' || updated_at::text, ',' ORDER BY name) AS v FROM hl7_destination");
+  return r.rows[0]?.v ?? '';
+}
+
+/** This process files with destination list `version` (refreshed at every reload, so the entry also says it lives). */
+export async function reportLoaded(q: Queryable, processId: string, version: string): Promise<void> {
+  await q.query(
+    `INSERT INTO hl7_outbound_process (process, version, seen_at) VALUES ($1, $2, now())
+     ON CONFLICT (process) DO UPDATE SET version = EXCLUDED.version, seen_at = now()`,
+    [processId, version],
+  );
+}
+
+export async function forgetProcess(q: Queryable, processId: string): Promise<void> {
+  await q.query('DELETE FROM hl7_outbound_process WHERE process = $1', [processId]);
+}
+
+/**
+ * Waits until every live process (one that reported within three refresh intervals) has loaded `version`; a process
+ * that stopped reporting is dead and does not hold the change back (its entry is removed). Gives up after ten refresh
+ * intervals, saying which processes lag: the change is made, but they may miss results until they reload.
+ */
+export async function untilAllLoaded(q: Queryable, version: string, refreshMs: number, log: { warn(msg: string): void }): Promise<void> {
+  const alive = `seen_at > now() - make_interval(secs => $1::float8 / 1000)`;
+  await q.query(`DELETE FROM hl7_outbound_process WHERE NOT (${alive})`, [3 * refreshMs]);
+  const end = Date.now() + 10 * refreshMs;
+  for (;;) {
+    const lagging = await q.query<{ process: string }>(`SELECT process FROM hl7_outbound_process WHERE ${alive} AND version <> $2`, [3 * refreshMs, version]);
+    if (lagging.rows.length === 0) return;
+    if (Date.now() > end) {
+      log.warn(`outbound: ${lagging.rows.length} process(es) have not loaded the changed destinations yet (${lagging.rows.map((r) => r.process).join(', ')})`);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, Math.min(50, refreshMs)));
+  }
+}

@@ -2,12 +2,13 @@
  * HL7 v2 outbound: the repository change hook that fills the outbox, one delivery worker per destination,
  * and the /admin/outbound API. Started by the HL7 v2 facade (facades/hl7v2/index.ts calls startOutbound).
  */
+import { randomUUID } from 'node:crypto';
 import type { Queryable, Tx } from '../../../src/index.js';
 import type { FacadeContext, RunningFacade } from '../../../src/index.js';
 import type { Runtime } from '../../../src/index.js';
 import type { OutboundSettings } from '../config.js';
 import { outboundAdminRouter } from './admin.js';
-import { listDestinations, readDestinationsFile, saveDestination } from './destinations.js';
+import { destinationsVersion, forgetProcess, listDestinations, readDestinationsFile, reportLoaded, saveDestination, untilAllLoaded } from './destinations.js';
 import { enqueue, type NewOutboxRow } from './outbox.js';
 import { withdraw } from './withdrawal.js';
 import { activate, eventsFor, wants, type ActiveDestination } from './triggers.js';
@@ -46,7 +47,12 @@ export async function startOutbound(ctx: FacadeContext<OutboundSettings>): Promi
   const workers = new Map<string, DestinationWorker>();
   let stopped = false;
 
+  /** This process in hl7_outbound_process (which destination list it has loaded; see `settle`). */
+  const processId = randomUUID();
+  let loadedVersion = '';
+
   const load = async (q: Queryable) => {
+    const version = await destinationsVersion(q);
     const dests = await listDestinations(q);
     const next: ActiveDestination[] = [];
     for (const d of dests) {
@@ -57,12 +63,14 @@ export async function startOutbound(ctx: FacadeContext<OutboundSettings>): Promi
       }
     }
     loadedAt = Date.now();
+    loadedVersion = version;
     if (!stopped) active = next;
     return next;
   };
 
   const refresh = async () => {
     const next = await load(db);
+    if (ctx.listen && !stopped) await reportLoaded(db, processId, loadedVersion);
     // Only a server delivers: a CLI command run in-process writes outbox rows, the next server sends them.
     if (!ctx.listen || stopped) return;
     for (const a of next) {
@@ -76,7 +84,17 @@ export async function startOutbound(ctx: FacadeContext<OutboundSettings>): Promi
     }
   };
 
-  rt.admin.use('/outbound', outboundAdminRouter(db, { changed: refresh }));
+  rt.admin.use(
+    '/outbound',
+    outboundAdminRouter(db, {
+      // Answered once every live process files with the new list (each reloads within refreshMs), not before:
+      // otherwise another worker or node would not queue the results it files in the meantime.
+      changed: async () => {
+        await refresh();
+        await untilAllLoaded(db, loadedVersion, refreshMs, log);
+      },
+    }),
+  );
 
   if (ctx.listen) {
     const file = settings.destinationsFile;
@@ -161,6 +179,7 @@ export async function startOutbound(ctx: FacadeContext<OutboundSettings>): Promi
       stopped = true;
       active = [];
       clearInterval(timer);
+      await forgetProcess(db, processId).catch((err: Error) => log.warn(`outbound: leaving the process list failed (${err.message}); the entry expires`));
       await Promise.all([...workers.values()].map((w) => w.stop()));
       workers.clear();
       started.delete(rt);

@@ -130,7 +130,9 @@ export class DestinationWorker {
       }
       let rows: OutboxRow[];
       try {
-        rows = await claim(this.db, this.dest.name, this.opts.batch, this.leaseMs() * this.opts.batch);
+        // One exchange's lease for the batch, renewed per row as it is sent (savePayload): rows a dead process held come back
+        // within a minute or so, not after a whole batch's worth of timeouts; a row whose lease ran out is skipped here.
+        rows = await claim(this.db, this.dest.name, this.opts.batch, this.leaseMs());
       } catch (err) {
         if (!this.running) break;
         this.log.error(`outbound ${this.dest.name}: claim failed: ${(err as Error).message}`);
