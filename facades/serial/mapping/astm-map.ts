@@ -3,6 +3,7 @@
  * record, C records as notes of the record they follow, P identifiers as patient identifiers.
  */
 import type { CodeableConcept, Identifier } from '@medplum/fhirtypes';
+import { ConfluxError } from '../../../src/index.js';
 import { type AstmRecord, parseAstmDateTime } from '../astm/records.js';
 import { type CodeMap, DEFAULT_CODE_MAP, LOINC, embeddedLoinc, lookupCode, toUcum } from './codemap.js';
 import type { ObservationDraft, ReadingSet, ReportDraft } from './draft.js';
@@ -125,7 +126,7 @@ function resultOf(r: AstmRecord, opts: AstmMapOptions, map: CodeMap, order: { co
 export function mapAstmMessage(records: AstmRecord[], opts: AstmMapOptions): ReadingSet {
   const map = { ...DEFAULT_CODE_MAP, ...(opts.codeMap ?? {}) };
   const h = records[0];
-  if (!h || h.type !== 'H') throw new Error(`an ASTM message starts with an H record, this one with "${h?.raw.slice(0, 20) ?? ''}"`);
+  if (!h || h.type !== 'H') throw new ConfluxError('structure', `an ASTM message starts with an H record, this one with "${h?.raw.slice(0, 20) ?? ''}"`);
   const sender = h.components(5);
   const warnings: string[] = [];
   const deviceIdentifiers: Identifier[] = [];
