@@ -197,9 +197,8 @@ export function buildAck(
     h?.name === 'MSH' ? h.raw(12) || version : version,
   ].join(f);
   const firstText = text ?? (issues[0] ? formatIssue(issues[0]) : undefined);
-  const msa = ['MSA', code, escapeHl7(controlId, d), firstText ? escapeHl7(firstText.slice(0, 80), d) : ''].join(f);
-  const msaTrimmed = trimTrailing(msa, f);
-  const segs = [msh, msaTrimmed];
+  const msa = trimTrailing(['MSA', code, escapeHl7(controlId, d), firstText ? escapeHl7(firstText.slice(0, 80), d) : ''].join(f), f);
+  const segs = [msh, msa];
   const modern = versionAtLeast(version, '2.5');
   for (const i of issues) segs.push(modern ? errV25(i, d) : errV23(i, d));
   return segs.join('\r');
