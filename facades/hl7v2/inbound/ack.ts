@@ -197,7 +197,7 @@ export function buildAck(
     h?.name === 'MSH' ? h.raw(12) || version : version,
   ].join(f);
   const firstText = text ?? (issues[0] ? formatIssue(issues[0]) : undefined);
-  const msa = ['MSA', code, escapeHl7(controlId, d), firstText ? escapeHl7(firstText.slice(0, 80), d) : ''].join(f).replace(new RegExp(`\\${f}+$`), '');
+  const msa = trimTrailing(['MSA', code, escapeHl7(controlId, d), firstText ? escapeHl7(firstText.slice(0, 80), d) : ''].join(f), f);
   const segs = [msh, msa];
   const modern = versionAtLeast(version, '2.5');
   for (const i of issues) segs.push(modern ? errV25(i, d) : errV23(i, d));
@@ -207,10 +207,20 @@ export function buildAck(
 function errV25(i: Hl7Issue, d: Delimiters): string {
   const f = d.field;
   const c = d.component;
-  const loc = i.segment ? [i.segment, i.sequence ?? 1, i.field ?? '', i.component ?? ''].join(c).replace(new RegExp(`\\${c}+$`), '') : '';
+  const loc = i.segment ? trimTrailing([i.segment, i.sequence ?? 1, i.field ?? '', i.component ?? ''].join(c), c) : '';
   const code = [i.code, ERROR_TEXT[i.code] ?? '', 'HL70357'].join(c);
   // ERR-1 (v2.3 ELD) is left empty; ERR-8 carries the readable text.
   return ['ERR', '', loc, code, i.severity ?? 'E', '', '', '', escapeHl7(i.message, d)].join(f);
+}
+
+/**
+ * Drops trailing delimiters. Not a RegExp built from the delimiter: a sender may declare a letter as a delimiter
+ * (MSH-2 "B~\\&"), and `\B` would be an assertion, not the character (found by npm run fuzz -- hl7v2).
+ */
+function trimTrailing(s: string, delimiter: string): string {
+  let end = s.length;
+  while (end > 0 && s[end - 1] === delimiter) end--;
+  return s.slice(0, end);
 }
 
 function errV23(i: Hl7Issue, d: Delimiters): string {

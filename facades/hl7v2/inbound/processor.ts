@@ -14,6 +14,7 @@ import { Hl7ParseError, Hl7v2Message, readDelimiters, Segment, type Delimiters }
 import { Hl7Segment, Hl7Context } from '@medplum/core';
 import { acknowledgements, formatIssue, HL7_ERROR, Hl7DataError, Hl7RejectError, hl7Timestamp, refusalFor, type Hl7Issue } from './ack.js';
 import { mapMessage } from './map-message.js';
+import { textIntakeRefusal } from './text-intake.js';
 import type { MappedMessage } from './mapped.js';
 import type { MappingConfig } from './mapping-config.js';
 
@@ -79,7 +80,7 @@ export async function processPayload(deps: ProcessorDeps, payload: Buffer, meta:
   for (const text of env.messages) {
     // A single message keeps its exact bytes (BOM, LF) in the log; batch members keep their own text.
     const raw = env.messages.length === 1 && !isBatch ? payload : Buffer.from(text, 'utf8');
-    const r = await processMessage(deps, text, raw, { remoteAddress: meta.remoteAddress, channel });
+    const r = await processMessage(deps, text, raw, { remoteAddress: meta.remoteAddress, channel, rawIsPayload: raw === payload });
     replies.push(...r.replies);
     if (r.id) ids.push(r.id);
   }
@@ -95,7 +96,7 @@ export async function processMessage(
   deps: ProcessorDeps,
   text: string,
   raw: Buffer,
-  meta: { remoteAddress?: string; channel?: string; replayOf?: string },
+  meta: { remoteAddress?: string; channel?: string; replayOf?: string; rawIsPayload?: boolean },
 ): Promise<{ replies: string[]; id?: string; status: string }> {
   const channel = meta.channel ?? 'mllp';
   let msg: Hl7v2Message;
@@ -119,6 +120,7 @@ export async function processMessage(
   let refusal: { code: 'AE' | 'AR'; issues: Hl7Issue[] } | undefined;
   try {
     if (msg.defects.length) refusal = { code: 'AE', issues: msg.defects.map((d) => ({ code: HL7_ERROR.segmentSequence, message: d })) };
+    else if ((refusal = textIntakeRefusal(msg, raw, meta.rawIsPayload ?? false))) mapped = undefined;
     else if (deps.maxSegments && msg.segments.length > deps.maxSegments) {
       // Thousands of results in one transaction exhaust the database's lock table and the process's memory.
       const message = `the message has ${msg.segments.length} segments; this server takes at most ${deps.maxSegments} in one message (MLLP_MAX_SEGMENTS): send it split, e.g. one message per order`;
@@ -361,5 +363,5 @@ export async function replayMessage(deps: ProcessorDeps, id: string): Promise<{ 
   if (env.messages.length !== 1 || env.problems.length) {
     throw new ConfluxError('processing', `message ${id} holds ${env.messages.length} messages${env.problems.length ? ` and envelope defects (${env.problems.join('; ')})` : ''}; only single messages can be replayed`);
   }
-  return processMessage(deps, env.messages[0]!, original.raw, { channel: original.channel, replayOf: original.replayOf ?? original.id, remoteAddress: 'replay' });
+  return processMessage(deps, env.messages[0]!, original.raw, { channel: original.channel, replayOf: original.replayOf ?? original.id, remoteAddress: 'replay', rawIsPayload: true });
 }

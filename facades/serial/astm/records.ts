@@ -3,6 +3,8 @@
  * CR; the H record's second field defines the delimiters (field, repeat, component, escape), e.g. `|\^&`.
  * Fields are 1-based as in the standard: field(1) is the record type letter.
  */
+import { ConfluxError } from '../../../src/index.js';
+
 export interface Delimiters {
   field: string;
   repeat: string;
@@ -111,11 +113,11 @@ export function parseRecords(text: string): ParsedMessage {
       continue;
     }
     if (!/^[A-Za-z]\s*(\||$)/.test(line.replace(delimiters.field, '|'))) {
-      throw new Error(`not an ASTM record: "${line.slice(0, 40)}" (a record starts with its type letter and the field delimiter)`);
+      throw new ConfluxError('structure', `not an ASTM record: "${line.slice(0, 40)}" (a record starts with its type letter and the field delimiter)`);
     }
     records.push(new AstmRecord(line, line.split(delimiters.field), delimiters));
   }
-  if (records.length === 0) throw new Error('no ASTM records in the transmission');
+  if (records.length === 0) throw new ConfluxError('structure', 'no ASTM records in the transmission');
   return { records, delimiters, warnings, terminated: records[records.length - 1].type === 'L' };
 }
 

@@ -3,6 +3,7 @@
  * record, C records as notes of the record they follow, P identifiers as patient identifiers.
  */
 import type { CodeableConcept, Identifier } from '@medplum/fhirtypes';
+import { ConfluxError } from '../../../src/index.js';
 import { type AstmRecord, parseAstmDateTime } from '../astm/records.js';
 import { type CodeMap, DEFAULT_CODE_MAP, LOINC, embeddedLoinc, lookupCode, toUcum } from './codemap.js';
 import type { ObservationDraft, ReadingSet, ReportDraft } from './draft.js';
@@ -71,7 +72,20 @@ function parseRange(s: string): ObservationDraft['referenceRange'] {
   return { text: t };
 }
 
-function resultOf(r: AstmRecord, opts: AstmMapOptions, map: CodeMap, fallbackTime: { at: Date; fhir: string } | undefined, orderFinal: boolean): ObservationDraft {
+type Instant = { at: Date; fhir: string };
+
+/**
+ * The times of one result. The specimen's collection (O-8) is the clinically relevant time, as OBR-7 is for an HL7 v2
+ * lab result: it is the effective time when the order gives it, and the test's completion (R-13) is when the result
+ * was issued. Without O-8 the result's own time (R-13, else R-12) is effective, else the order's or message's time.
+ */
+function resultTimes(r: AstmRecord, timeZone: string, order: { collected?: Instant; fallback?: Instant }): { effective?: Instant; issued?: Date } {
+  const completed = when(r.text(13), timeZone);
+  const effective = order.collected ?? completed ?? when(r.text(12), timeZone) ?? order.fallback;
+  return { ...(effective ? { effective } : {}), ...(completed ? { issued: completed.at } : {}) };
+}
+
+function resultOf(r: AstmRecord, opts: AstmMapOptions, map: CodeMap, order: { collected?: Instant; fallback?: Instant }, orderFinal: boolean): ObservationDraft {
   const { testId, localCode, components } = testIdOf(r, 3);
   const { code, loinc, ucum: mappedUcum } = codeOf(testId, localCode, components, map, components[1] || undefined);
   // The value may carry components (GeneXpert: `NOT DETECTED^`, `^0.0`): the first one set is the value.
@@ -91,7 +105,7 @@ function resultOf(r: AstmRecord, opts: AstmMapOptions, map: CodeMap, fallbackTim
     .filter((f) => FLAGS.has(f));
   const statusCode = r.text(9).toUpperCase().slice(0, 1);
   const status = RESULT_STATUS[statusCode] ?? (orderFinal ? 'final' : 'preliminary');
-  const t = when(r.text(13), opts.timeZone) ?? when(r.text(12), opts.timeZone) ?? fallbackTime;
+  const { effective: t, issued } = resultTimes(r, opts.timeZone, order);
   const range = parseRange(r.text(6));
   return {
     testId: testId || localCode,
@@ -102,6 +116,7 @@ function resultOf(r: AstmRecord, opts: AstmMapOptions, map: CodeMap, fallbackTim
     interpretation: flags,
     status,
     ...(t ? { effective: t.fhir, at: t.at } : {}),
+    ...(issued ? { issued } : {}),
     ...(r.text(14) ? { instrument: r.text(14) } : {}),
     notes: [],
   };
@@ -111,7 +126,7 @@ function resultOf(r: AstmRecord, opts: AstmMapOptions, map: CodeMap, fallbackTim
 export function mapAstmMessage(records: AstmRecord[], opts: AstmMapOptions): ReadingSet {
   const map = { ...DEFAULT_CODE_MAP, ...(opts.codeMap ?? {}) };
   const h = records[0];
-  if (!h || h.type !== 'H') throw new Error(`an ASTM message starts with an H record, this one with "${h?.raw.slice(0, 20) ?? ''}"`);
+  if (!h || h.type !== 'H') throw new ConfluxError('structure', `an ASTM message starts with an H record, this one with "${h?.raw.slice(0, 20) ?? ''}"`);
   const sender = h.components(5);
   const warnings: string[] = [];
   const deviceIdentifiers: Identifier[] = [];
@@ -125,6 +140,8 @@ export function mapAstmMessage(records: AstmRecord[], opts: AstmMapOptions): Rea
   let patientIds: Identifier[] = [];
   let patientName: string | undefined;
   let report: ReportDraft | undefined;
+  // The current O record's specimen collection time (O-8) and, without it, its requested time (O-7).
+  let order: { collected?: Instant; fallback?: Instant } = { fallback: sent };
   let last: { notes: string[] } | undefined;
   for (const r of records.slice(1)) {
     switch (r.type) {
@@ -137,13 +154,15 @@ export function mapAstmMessage(records: AstmRecord[], opts: AstmMapOptions): Rea
         }
         patientName = r.components(6).filter((c) => c !== '').join(' ') || undefined;
         report = undefined;
+        order = { fallback: sent };
         last = undefined;
         break;
       }
       case 'O': {
         const { testId, localCode, components } = testIdOf(r, 5);
         const reportType = r.text(26).toUpperCase().slice(0, 1);
-        const t = when(r.text(8), opts.timeZone) ?? when(r.text(7), opts.timeZone);
+        const collected = when(r.text(8), opts.timeZone);
+        order = { collected, fallback: when(r.text(7), opts.timeZone) ?? sent };
         const tests = r.repetitions(5).length;
         report = {
           sampleId: r.components(3)[0] || r.components(4)[0] || undefined,
@@ -154,7 +173,8 @@ export function mapAstmMessage(records: AstmRecord[], opts: AstmMapOptions): Rea
                 ? codeOf(testId, localCode, components, map).code
                 : { text: 'Instrument results' },
           status: REPORT_STATUS[reportType] ?? 'final',
-          ...(t ? { effective: t.fhir, at: t.at } : {}),
+          // Without O-8 the report takes its results' time (below), which is what decides the association.
+          ...(collected ? { effective: collected.fhir, at: collected.at } : {}),
           observations: [],
           patientIdentifiers: patientIds,
           patientName,
@@ -170,7 +190,7 @@ export function mapAstmMessage(records: AstmRecord[], opts: AstmMapOptions): Rea
           report = { status: 'final', observations: [], patientIdentifiers: patientIds, patientName, notes: [], code: { text: 'Instrument results' } };
           reports.push(report);
         }
-        const o = resultOf(r, opts, map, report.effective && report.at ? { at: report.at, fhir: report.effective } : sent, report.status === 'final');
+        const o = resultOf(r, opts, map, order, report.status === 'final');
         report.observations.push(o);
         last = o;
         break;

@@ -16,6 +16,8 @@ export interface ObservationDraft {
   /** The reading's own time: FHIR dateTime (with offset) and the instant. */
   effective?: string;
   at?: Date;
+  /** When the result was issued (ASTM R-13, test completed), when it differs from the effective time's source. */
+  issued?: Date;
   /** Analyzer module / instrument id of the R record, if any. */
   instrument?: string;
   notes: string[];

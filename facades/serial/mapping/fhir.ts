@@ -109,7 +109,7 @@ export function buildReportBundle(input: BundleInput): { bundle: Bundle; observa
       code: o.code,
       ...subject,
       ...(o.effective ? { effectiveDateTime: o.effective } : {}),
-      issued: input.issued.toISOString(),
+      issued: (o.issued ?? input.issued).toISOString(),
       ...(o.value.kind === 'quantity'
         ? {
             valueQuantity: {
