@@ -38,6 +38,20 @@ export class ReadRouting {
     }
   }
 
+  /**
+   * A reader with everything committed on the primary until now (an export's cut): the replica once it has replayed
+   * that far, else — not caught up in time, or unreachable — the primary.
+   */
+  async caughtUpNow(): Promise<Database> {
+    try {
+      const { lsn } = (await this.primary.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0];
+      if (await this.caughtUp(lsn)) return this.replica;
+    } catch (err) {
+      this.log(`[db] read replica unavailable, exporting from the primary: ${(err as Error).message}`);
+    }
+    return this.primary;
+  }
+
   private async caughtUp(lsn: string): Promise<boolean> {
     const end = Date.now() + this.maxWaitMs;
     for (;;) {

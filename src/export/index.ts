@@ -33,7 +33,7 @@ export function installBulkExport(rt: Runtime, opts: { blobs?: BlobStore } = {})
   const settings = rt.config.export;
   const blobs = opts.blobs ?? rt.blobs;
   const jobs = new JobStore(rt.db);
-  const worker = new ExportWorker(rt.db, jobs, blobs, settings, makeLogger('export'));
+  const worker = new ExportWorker(rt.db, jobs, blobs, settings, makeLogger('export'), rt.router.ctx.reads);
   const deps: ExportDeps = {
     jobs,
     blobs,

@@ -4,6 +4,7 @@
  * usual size on purpose: every step of a job shares its lease, abort signal and issue list, and reads best top to
  * bottom; the pieces with a second user already live beside it (jobs.ts, ndjson-files.ts, elements.ts, query.ts).
  */
+import type { ReadRouting } from '../db/read-replica.js';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { OperationOutcomeIssue, Resource } from '@medplum/fhirtypes';
@@ -49,13 +50,21 @@ export class ExportWorker {
   private wakeUp?: () => void;
   private lastSweep = 0;
 
+  /** Where each running job reads resources from: the read replica once it has everything of the cut, or the primary. */
+  private readonly sources = new Map<string, Database>();
+
   constructor(
     private readonly db: Database,
     private readonly jobs: JobStore,
     private readonly blobs: BlobStore,
     private readonly settings: ExportSettings,
     private readonly log: Logger,
+    private readonly reads?: ReadRouting,
   ) {}
+
+  private source(job: ExportJob): Database {
+    return this.sources.get(job.id) ?? this.db;
+  }
 
   get started(): boolean {
     return this.running;
@@ -143,6 +152,8 @@ export class ExportWorker {
         await this.jobs.heartbeat(job.id, this.id, this.settings.leaseMs, progress, exported);
       }
       await this.jobs.waitForCut(job.cutXids, ctl.signal);
+      // Everything of the cut is committed on the primary now; a replica that has replayed that far holds it too.
+      if (this.reads) this.sources.set(job.id, await this.reads.caughtUpNow());
       // An earlier attempt may have left files of the type it was writing: forget them, then resume.
       for (const f of await this.jobs.dropUnfinishedFiles(job.id, job.doneTypes)) await this.blobs.delete(f.blobKey);
       for (const f of await this.jobs.files(job.id)) if (f.kind === 'output') exported += f.count;
@@ -167,6 +178,7 @@ export class ExportWorker {
     } finally {
       clearInterval(beat);
       this.active.delete(job.id);
+      this.sources.delete(job.id);
     }
   }
 
@@ -210,7 +222,7 @@ export class ExportWorker {
 
   /** The types to export, in a stable order: present in the store, requested, allowed, and in scope for the level. */
   private async typesOf(job: ExportJob): Promise<string[]> {
-    const present = (await this.db.query<{ rt: string }>(PRESENT_TYPES_SQL)).rows.map((r) => r.rt);
+    const present = (await this.source(job).query<{ rt: string }>(PRESENT_TYPES_SQL)).rows.map((r) => r.rt);
     const req = job.request;
     const requested = req.types ? new Set(req.types) : undefined;
     if (requested && req.includeAssociatedData.includes('LatestProvenanceResources')) requested.add('Provenance');
@@ -240,9 +252,9 @@ export class ExportWorker {
    * granular scopes (`system/Observation.rs?category=...`) match. undefined → no filter on this type.
    */
   private async filterIds(job: ExportJob, type: string, issues: OperationOutcomeIssue[]): Promise<Set<string> | undefined | 'skip'> {
-    const requested = await this.matchAny(type, job.request.typeFilters[type], '_typeFilter', issues);
+    const requested = await this.matchAny(this.source(job), type, job.request.typeFilters[type], '_typeFilter', issues);
     if (requested === 'skip') return 'skip';
-    const granted = await this.matchAny(type, job.request.access.typeCriteria?.[type], 'scope', issues);
+    const granted = await this.matchAny(this.source(job), type, job.request.access.typeCriteria?.[type], 'scope', issues);
     if (granted === 'skip') return 'skip';
     if (!requested || !granted) return requested ?? granted;
     return new Set([...requested].filter((id) => granted.has(id)));
@@ -250,6 +262,7 @@ export class ExportWorker {
 
   /** Union of the ids each alternative (a list of search parameters) matches; undefined when there are none. */
   private async matchAny(
+    db: Database,
     type: string,
     alternatives: Array<Array<[string, string]>> | undefined,
     what: '_typeFilter' | 'scope',
@@ -258,7 +271,7 @@ export class ExportWorker {
     if (!alternatives?.length) return undefined;
     const ids = new Set<string>();
     for (const params of alternatives) {
-      const found = params.length ? await searchIds(this.db, type, params, this.settings.typeFilterMaxIds + 1) : undefined;
+      const found = params.length ? await searchIds(db, type, params, this.settings.typeFilterMaxIds + 1) : undefined;
       if (!found) return undefined; // an alternative without criteria grants the whole type
       if (found.length > this.settings.typeFilterMaxIds) {
         issues.push({
@@ -291,7 +304,7 @@ export class ExportWorker {
       return true;
     };
     const simple = !ids && !keep && compartments === undefined;
-    const db = this.db;
+    const db = this.source(job);
     const batchSize = this.settings.batchSize;
     async function* lines(): AsyncGenerator<string[]> {
       for await (const rows of prefetch(db.cursor<Row>(q.sql, q.params, batchSize))) {
@@ -322,7 +335,7 @@ export class ExportWorker {
     issues: OperationOutcomeIssue[],
   ): Promise<void> {
     const q = deletedQuery({ type, cutSeq: job.cutSeq, since: job.request.since! });
-    const rows = this.db.cursor<{ id: string; previous: string | null }>(q.sql, q.params, this.settings.batchSize);
+    const rows = this.source(job).cursor<{ id: string; previous: string | null }>(q.sql, q.params, this.settings.batchSize);
     const inScope = (r: { id: string; previous: string | null }): boolean => {
       if (compartments === undefined || extraIds?.includes(r.id)) return true;
       const c = r.previous ? patientCompartmentsOf(JSON.parse(r.previous) as Resource) : [];
