@@ -8,7 +8,7 @@
  * and, counted in the database afterwards against what was answered: lost and duplicated.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -137,8 +137,29 @@ const instances = makeInstances(mkdtempSync(path.join(os.tmpdir(), 'conflux-benc
 const batches: string[][] = [];
 for (let i = 0; i < instances.length; i += 10) batches.push(instances.slice(i, i + 10));
 
+/** The cluster node (1-based) whose process claimed the export job, from the job's worker id (host:pid:…). */
+async function exportingNode(statusUrl: string | null): Promise<number | undefined> {
+  const job = statusUrl?.split('/').at(-1);
+  if (!job) return undefined;
+  const nodes = (JSON.parse(readFileSync('/tmp/conflux-cluster/state.json', 'utf8')) as { nodes: Array<{ pid: number }> }).nodes;
+  const db = new pg.Client({ connectionString: 'postgres://postgres@10.77.0.1:5499/postgres' });
+  await db.connect();
+  try {
+    for (let i = 0; i < 100; i++) {
+      const worker = (await db.query<{ worker: string | null }>('SELECT worker FROM export_job WHERE id = $1', [job])).rows[0]?.worker;
+      const pid = worker ? Number(worker.split(':')[1]) : undefined;
+      const n = nodes.findIndex((x) => x.pid === pid);
+      if (n >= 0) return n + 1;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return undefined;
+  } finally {
+    await db.end();
+  }
+}
+
 console.log(`starting a ${NODES}-node cluster…`);
-cluster('up', '--nodes', String(NODES), '--open', '--env', 'DICOM_ACCEPT_ANY_AE=true', '--env', 'HL7_OUTBOUND_POLL_MS=50');
+cluster('up', '--nodes', String(NODES), '--open', '--env', 'DICOM_ACCEPT_ANY_AE=true', '--env', 'HL7_OUTBOUND_POLL_MS=50', '--env', 'EXPORT_FILE_MAX_RESOURCES=20', '--env', 'EXPORT_LEASE_MS=5000');
 // The receiving system of outbound HL7 v2, reachable from every node on the bridge.
 const peer = await startPeer(undefined, 0, '10.77.0.1');
 try {
@@ -148,9 +169,6 @@ try {
     body: JSON.stringify({ name: 'peer', host: '10.77.0.1', port: peer.port, profile: 'generic', types: 'ORU' }),
   });
   if (!dest.ok) throw new Error(`adding the outbound destination: ${dest.status} ${await dest.text()}`);
-  const exportStatus = (
-    await fetch(`${base}/fhir/$export?_type=Patient`, { headers: { accept: 'application/fhir+json', prefer: 'respond-async' } })
-  ).headers.get('content-location');
   const t0 = performance.now();
   const load = [
     ...Array.from({ length: 6 }, (_, c) => creator(c)),
@@ -161,8 +179,13 @@ try {
     storer(batches.filter((_, i) => i % 2 === 1)),
   ];
   await new Promise((r) => setTimeout(r, (SECONDS * 1000) / 3));
+  // An export of everything so far (in small files: it runs a while), and the node that claims it is the one killed,
+  // so that the export must finish on a survivor.
+  const exportStatus = (await fetch(`${base}/fhir/$export`, { headers: { accept: 'application/fhir+json', prefer: 'respond-async' } })).headers.get('content-location');
+  const exporter = await exportingNode(exportStatus);
   const killedAt = performance.now();
-  console.log(cluster('kill', '1').trim());
+  const victim = exporter ?? 1;
+  console.log(`${cluster('kill', String(victim)).trim()}${exporter ? ' (it was running the export)' : ' (the export was not claimed in time: node 1 instead)'}`);
   await new Promise((r) => setTimeout(r, (SECONDS * 2000) / 3));
   stop = true;
   await Promise.all(load);
@@ -233,7 +256,7 @@ try {
   const pendingTriggers = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM message_log WHERE status NOT IN ('processed', 'error')");
   await db.end();
 
-  console.log(`\n${secs.toFixed(0)} s of load through HAProxy, node1 killed with SIGKILL at ${((killedAt - t0) / 1000).toFixed(1)} s`);
+  console.log(`\n${secs.toFixed(0)} s of load through HAProxy, node${victim} killed with SIGKILL at ${((killedAt - t0) / 1000).toFixed(1)} s`);
   for (const [k, v] of Object.entries(kinds)) {
     const outage = v.lastFailure !== undefined ? `${((v.lastFailure - killedAt) / 1000).toFixed(2)} s after the kill` : 'none';
     console.log(`${k.padEnd(7)} ${String(v.ok).padStart(6)} answered (${(v.ok / secs).toFixed(0)}/s), ${v.failed} failed attempts; last failure ${outage}`);
@@ -248,7 +271,7 @@ try {
       `(${resends} resent under the same MSH-10); drained ${((performance.now() - outboundStart) / 1000).toFixed(1)} s after the load stopped`,
   );
   console.log(`outbox rows by state: ${outbox.rows.map((r) => `${r.state} ${r.n}${r.stuck ? ` (lease until ${r.stuck})` : ''}`).join(', ')}; messages not finished in the log: ${pendingTriggers.rows[0].n}`);
-  console.log(`export started before the kill: ${exportState}`);
+  console.log(`export started just before the kill: ${exportState}`);
   console.log(cluster('status').trim());
 } finally {
   await peer.close();
