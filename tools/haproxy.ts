@@ -63,30 +63,25 @@ backend conflux_http
   retry-on conn-failure
 ${servers((n) => n.httpPort, false)}
 
-frontend mllp
-  mode tcp
-  bind ${front.host}:${front.mllp}
-  default_backend conflux_mllp
+${tcpService('mllp', front.host, front.mllp, servers((n) => n.mllpPort, true))}
 
-backend conflux_mllp
-  mode tcp
-  balance leastconn
-  option httpchk GET /healthz
-  http-check expect status 200
-${servers((n) => n.mllpPort, true)}
-
-frontend dimse
-  mode tcp
-  bind ${front.host}:${front.dicom}
-  default_backend conflux_dimse
-
-backend conflux_dimse
-  mode tcp
-  balance leastconn
-  option httpchk GET /healthz
-  http-check expect status 200
-${servers((n) => n.dicomPort, true)}
+${tcpService('dimse', front.host, front.dicom, servers((n) => n.dicomPort, true))}
 `;
+}
+
+/** A TCP listener (MLLP, DIMSE) balanced by open connections, each server checked through its node's /healthz. */
+function tcpService(name: string, host: string, port: number, servers: string): string {
+  return `frontend ${name}
+  mode tcp
+  bind ${host}:${port}
+  default_backend conflux_${name}
+
+backend conflux_${name}
+  mode tcp
+  balance leastconn
+  option httpchk GET /healthz
+  http-check expect status 200
+${servers}`;
 }
 
 export interface RunningHaproxy {

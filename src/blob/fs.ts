@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { assertBlobKey, type BlobBody, type BlobInfo, BlobNotFoundError, type BlobStore } from './store.js';
+import { assertBlobKey, type BlobBody, type BlobInfo, BlobNotFoundError, type BlobStore, countedBody } from './store.js';
 
 /** Temporary files live next to their target (same filesystem, so rename is atomic) with this suffix. */
 const TMP_SUFFIX = '.partial';
@@ -28,17 +28,9 @@ export class FsBlobStore implements BlobStore {
     await mkdir(path.dirname(target), { recursive: true });
     // Write to a private temporary name, then rename: a crash or a failed stream never leaves a truncated blob.
     const tmp = `${target}.${randomBytes(6).toString('hex')}${TMP_SUFFIX}`;
-    let size = 0;
-    const count = new Transform({
-      transform(chunk: Buffer | string, _enc, cb) {
-        const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
-        size += buf.length;
-        cb(null, buf);
-      },
-    });
-    const source = body instanceof Readable ? body : Readable.from(body as AsyncIterable<Uint8Array | string>, { objectMode: false });
+    const { stream, counter, size } = countedBody(body);
     try {
-      await pipeline(source, count, createWriteStream(tmp));
+      await pipeline(stream, counter, createWriteStream(tmp));
       // Durable before anyone is told it is stored (a DIMSE success, a 201): data, then the rename.
       await fsyncPath(tmp);
       await rename(tmp, target);
@@ -47,7 +39,7 @@ export class FsBlobStore implements BlobStore {
       await rm(tmp, { force: true });
       throw err;
     }
-    return { size };
+    return { size: size() };
   }
 
   async get(key: string): Promise<Readable> {

@@ -6,9 +6,9 @@
  */
 import { DeleteObjectCommand, DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { PassThrough, Readable, Transform } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { assertBlobKey, type BlobBody, type BlobInfo, BlobNotFoundError, type BlobStore } from './store.js';
+import { assertBlobKey, type BlobBody, type BlobInfo, BlobNotFoundError, type BlobStore, countedBody } from './store.js';
 
 /** S3's smallest part size: the most one upload holds in memory (with one part in flight). */
 const PART_SIZE = 5 * 1024 * 1024;
@@ -44,20 +44,12 @@ export class S3BlobStore implements BlobStore {
 
   async put(key: string, body: BlobBody): Promise<{ size: number }> {
     const Key = this.key(key);
-    let size = 0;
+    const { stream, counter, size } = countedBody(body);
     const counted = new PassThrough();
-    const count = new Transform({
-      transform(chunk: Buffer | string, _enc, cb) {
-        const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
-        size += buf.length;
-        cb(null, buf);
-      },
-    });
-    const source = body instanceof Readable ? body : Readable.from(body as AsyncIterable<Uint8Array | string>, { objectMode: false });
     const upload = new Upload({ client: this.client, params: { Bucket: this.settings.bucket, Key, Body: counted }, partSize: PART_SIZE, queueSize: 1 });
     // Both must finish: the source into the upload's stream, and the upload itself. A failing source aborts the upload
     // (nothing is published); a failing upload stops the source. The source's own error is the one reported.
-    const feeding = pipeline(source, count, counted).catch(async (err: unknown) => {
+    const feeding = pipeline(stream, counter, counted).catch(async (err: unknown) => {
       await upload.abort().catch(() => undefined); // the upload rejects as aborted: reported below as the source's error
       throw err;
     });
@@ -68,7 +60,7 @@ export class S3BlobStore implements BlobStore {
     const [fed, done] = await Promise.allSettled([feeding, uploading]);
     if (fed.status === 'rejected') throw fed.reason;
     if (done.status === 'rejected') throw done.reason;
-    return { size };
+    return { size: size() };
   }
 
   async get(key: string): Promise<Readable> {

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { ConfluxError } from '../errors.js';
 
 /** What `put` accepts: a Node stream or any (async) iterable of chunks (strings are written as UTF-8). */
@@ -48,4 +48,18 @@ export function assertBlobKey(key: string): void {
       throw new Error(`Invalid blob key "${key}": segment "${seg}" is empty, a dot segment or has characters outside [A-Za-z0-9._-$=+@,]`);
     }
   }
+}
+
+/** `body` as a byte stream, and a counter of the bytes that have passed through it. */
+export function countedBody(body: BlobBody): { stream: Readable; counter: Transform; size(): number } {
+  let size = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer | string, _enc, cb) {
+      const buf = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+      size += buf.length;
+      cb(null, buf);
+    },
+  });
+  const stream = body instanceof Readable ? body : Readable.from(body as AsyncIterable<Uint8Array | string>, { objectMode: false });
+  return { stream, counter, size: () => size };
 }

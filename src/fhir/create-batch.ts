@@ -7,6 +7,7 @@
  * A failing group is retried one by one, so a create fails only for its own reason, never for a neighbour's.
  */
 import type { Queryable } from '../db/database.js';
+import { SameTurnGroups } from './same-turn.js';
 import { type VersionToWrite, writeVersions } from './write-statement.js';
 
 interface Waiting {
@@ -19,28 +20,13 @@ interface Waiting {
 const MAX_GROUP = 32;
 
 export class CreateBatcher {
-  private waiting: Waiting[] = [];
-  private scheduled = false;
+  private readonly groups = new SameTurnGroups<Waiting>(MAX_GROUP, (group) => this.send(group));
 
   constructor(private readonly db: Queryable) {}
 
   /** Resolves once `item` is committed. */
   write(item: VersionToWrite): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ item, resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        // After the poll phase: every request that arrived in this turn has been validated by then.
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  private flush(): void {
-    this.scheduled = false;
-    const all = this.waiting;
-    this.waiting = [];
-    for (let i = 0; i < all.length; i += MAX_GROUP) void this.send(all.slice(i, i + MAX_GROUP));
+    return new Promise((resolve, reject) => this.groups.add({ item, resolve, reject }));
   }
 
   private async send(group: Waiting[]): Promise<void> {

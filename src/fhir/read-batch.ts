@@ -6,6 +6,7 @@
  * is sent at once, as before. Each read still sees every write committed before it was asked for.
  */
 import type { Queryable } from '../db/database.js';
+import { SameTurnGroups } from './same-turn.js';
 
 export interface CurrentRow {
   version_id: number;
@@ -30,28 +31,13 @@ const MANY = `SELECT r.resource_type, r.id, r.version_id, r.deleted, r.content, 
 const MAX_BATCH = 64;
 
 export class ReadBatcher {
-  private waiting: Waiting[] = [];
-  private scheduled = false;
+  private readonly groups = new SameTurnGroups<Waiting>(MAX_BATCH, (batch) => this.send(batch));
 
   constructor(private readonly db: Queryable) {}
 
   /** The current row of one resource (deleted ones too), or undefined when it was never stored. */
   read(resourceType: string, id: string): Promise<CurrentRow | undefined> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ resourceType, id, resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        // After the poll phase: every request that arrived in this turn has asked by then.
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  private flush(): void {
-    this.scheduled = false;
-    const all = this.waiting;
-    this.waiting = [];
-    for (let i = 0; i < all.length; i += MAX_BATCH) void this.send(all.slice(i, i + MAX_BATCH));
+    return new Promise((resolve, reject) => this.groups.add({ resourceType, id, resolve, reject }));
   }
 
   private async send(batch: Waiting[]): Promise<void> {
