@@ -120,6 +120,7 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
     async close() {
       for (const fn of [...rt.onClose].reverse()) await fn().catch((err) => console.error(`[close] ${(err as Error).message}`));
       await reads?.replica.close();
+      rt.blobs.close?.();
       if (!opts.db) await db.close();
     },
   };
@@ -154,8 +155,12 @@ export async function createRuntime(config: Config, opts: RuntimeOptions = {}): 
       if (!kinds.includes(from as BlobStoreKind) || !kinds.includes(to as BlobStoreKind) || from === to) {
         throw new ConfluxError('usage', `blobs copy needs --from and --to, two different stores of ${kinds.join(', ')} (got "${from ?? ''}" and "${to ?? ''}")`);
       }
-      const open = (kind: BlobStoreKind) => openBlobStore({ kind, dataDir: config.dataDir, db, s3: config.s3 });
-      res.json(await copyBlobs(open(from as BlobStoreKind), open(to as BlobStoreKind), typeof req.body?.prefix === 'string' ? req.body.prefix : ''));
+      const stores = [from, to].map((kind) => openBlobStore({ kind: kind as BlobStoreKind, dataDir: config.dataDir, db, s3: config.s3 }));
+      try {
+        res.json(await copyBlobs(stores[0]!, stores[1]!, typeof req.body?.prefix === 'string' ? req.body.prefix : ''));
+      } finally {
+        for (const s of stores) s.close?.();
+      }
     } catch (err) {
       next(err);
     }

@@ -27,6 +27,8 @@ export interface BlobStore {
   deletePrefix(prefix: string): Promise<void>;
   /** Every blob whose key starts with `prefix`, sorted by key. */
   list(prefix: string): Promise<BlobInfo[]>;
+  /** Releases what the store holds open (the S3 client's connections); the database store shares the server's pool. */
+  close?(): void;
 }
 
 export class BlobNotFoundError extends ConfluxError {
